@@ -1,0 +1,1 @@
+//! Integration tests live in tests/; they need a running cluster (see the Makefile).

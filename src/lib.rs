@@ -1,0 +1,44 @@
+//! pg_aicost: price, cache and budget LLM calls inside PostgreSQL.
+//!
+//! The pgrx layer is thin glue over `aicost-core` (pure Rust): one module per capability.
+//! - [`pricing`]: the catalog cache with transactional invalidation, import and default catalog;
+//! - [`cost`]: `ai_cost` / `ai_cost_explain`.
+
+use pgrx::prelude::*;
+
+mod cost;
+mod error;
+mod guc;
+mod numeric;
+mod pricing;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!(
+    "../sql/pricing_api.sql",
+    name = "pricing_api",
+    requires = ["catalog", ai_model_resolve, pricing::aicost::_invalidate_pricing_cache]
+);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+    pricing::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

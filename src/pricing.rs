@@ -1,0 +1,385 @@
+//! The per-backend pricing cache and the catalog-maintenance functions.
+//!
+//! Invalidation follows PostgreSQL's own caches (as pg_cron and TimescaleDB do):
+//! - statement-level triggers on the catalog tables call `aicost._invalidate_pricing_cache()`, which
+//!   queues a relcache invalidation of `aicost.prices` (`CacheInvalidateRelcacheByRelid`);
+//! - PostgreSQL delivers it to this backend at the next command of the same transaction (so a
+//!   transaction sees its own uncommitted change), to every other backend only once the transaction
+//!   commits, and to nobody if it rolls back (abort replays it locally so this backend drops any
+//!   catalog it built from the rolled-back rows);
+//! - the relcache callback registered in `_PG_init` only marks the cache stale; the next call reloads.
+//!
+//! A reload that received an invalidation while it was reading (SPI takes locks, and taking a lock
+//! accepts pending invalidations) stays stale, so no invalidation is ever lost.
+//! Besides, the first call of each statement accepts pending invalidation messages, so a
+//! READ COMMITTED transaction sees a price change committed before its current statement started.
+
+use crate::error::{ErrorExt, raise};
+use aicost_core::catalog::{Model, PriceVersion};
+use aicost_core::litellm::{self, ImportDoc};
+use aicost_core::{Catalog, Decimal, Resolved, ServiceTier, UsageType};
+use pgrx::PgSqlErrorCode::*;
+use pgrx::prelude::*;
+use pgrx::{JsonB, pg_sys};
+use rustc_hash::FxHashMap;
+use serde_json::{Value, json};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::str::FromStr;
+
+thread_local! {
+    static CATALOG: RefCell<Option<Rc<Catalog>>> = const { RefCell::new(None) };
+}
+
+// Flags touched by callbacks, which may run in the middle of a reload: plain Cells, never borrowed.
+struct Flags {
+    valid: Cell<bool>,
+    prices_relid: Cell<pg_sys::Oid>,
+    /// This transaction changed the catalog (a trigger fired): drop the cache if it aborts.
+    dirty: Cell<bool>,
+    last_statement: Cell<pg_sys::TimestampTz>,
+}
+
+// SAFETY: a PostgreSQL backend runs extension code on one thread only.
+unsafe impl Sync for Flags {}
+
+static FLAGS: Flags = Flags {
+    valid: Cell::new(false),
+    prices_relid: Cell::new(pg_sys::InvalidOid),
+    dirty: Cell::new(false),
+    last_statement: Cell::new(0),
+};
+
+/// Registers the invalidation callbacks; called once per backend from `_PG_init`.
+pub fn init() {
+    // SAFETY: registering C callbacks with PostgreSQL; pgrx has no safe wrapper for these.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0));
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    // InvalidOid means "all relations" (e.g. after a sinval queue overflow).
+    if relid == pg_sys::InvalidOid || relid == FLAGS.prices_relid.get() {
+        FLAGS.valid.set(false);
+    }
+}
+
+fn drop_cache() {
+    FLAGS.valid.set(false);
+    CATALOG.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            *c = None;
+        }
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
+            if FLAGS.dirty.get() {
+                drop_cache();
+            }
+            FLAGS.dirty.set(false);
+        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => FLAGS.dirty.set(false),
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB && FLAGS.dirty.get() {
+        drop_cache();
+    }
+}
+
+/// Accepts pending invalidations once per statement (cheap when there are none).
+fn accept_invalidations_once_per_statement() {
+    // SAFETY: reads a backend-local timestamp; AcceptInvalidationMessages is what every lock
+    // acquisition does and is safe at any point of query execution.
+    unsafe {
+        let ts = pg_sys::GetCurrentStatementStartTimestamp();
+        if ts != FLAGS.last_statement.get() {
+            FLAGS.last_statement.set(ts);
+            pg_sys::AcceptInvalidationMessages();
+        }
+    }
+}
+
+/// The catalog to price with: the cached one, or (with `aicost.pricing_cache = off`) the rows that
+/// may match `name`, read from the tables now.
+pub fn catalog_for(name: &str) -> Rc<Catalog> {
+    if !crate::guc::PRICING_CACHE.get() {
+        return Rc::new(load(Some(name)));
+    }
+    catalog()
+}
+
+/// The whole cached catalog, reloaded if stale.
+pub fn catalog() -> Rc<Catalog> {
+    accept_invalidations_once_per_statement();
+    if FLAGS.valid.get()
+        && let Some(c) = CATALOG.with(|c| c.borrow().clone())
+    {
+        return c;
+    }
+    // Mark valid before reading: an invalidation arriving during the read marks it stale again,
+    // and this call still uses what it read (it started within the same snapshot).
+    FLAGS.valid.set(true);
+    let guard = StaleOnUnwind;
+    let c = Rc::new(load(None));
+    std::mem::forget(guard);
+    CATALOG.with(|slot| *slot.borrow_mut() = Some(c.clone()));
+    c
+}
+
+/// Keeps the cache stale when a reload fails with an ERROR (pgrx unwinds Rust frames).
+struct StaleOnUnwind;
+
+impl Drop for StaleOnUnwind {
+    fn drop(&mut self) {
+        FLAGS.valid.set(false);
+    }
+}
+
+const MODELS_SQL: &str = "SELECT m.model, m.provider,
+        coalesce((SELECT array_agg(a.alias ORDER BY a.alias) FROM aicost.model_aliases a
+                   WHERE a.model = m.model), '{}')
+   FROM aicost.models m";
+const PRICES_SQL: &str = "SELECT p.model, p.price_id, p.usage_type, p.service_tier, p.threshold_tokens,
+        p.usd_per_mtok::text, lower(p.valid), upper(p.valid)
+   FROM aicost.prices p";
+// Only models whose canonical name or an alias could match by the resolution rules (a superset).
+const CANDIDATES: &str = "model IN (
+    SELECT m.model FROM aicost.models m
+     WHERE lower(m.model) IN (lower($1), lower(substr($1, strpos($1, '/') + 1)))
+        OR lower(m.model) LIKE '%/' || lower($1)
+    UNION
+    SELECT a.model FROM aicost.model_aliases a
+     WHERE lower(a.alias) IN (lower($1), lower(substr($1, strpos($1, '/') + 1))))";
+
+fn ts(t: Option<TimestampWithTimeZone>, unbounded: i64) -> i64 {
+    t.map_or(unbounded, |t| t.into_inner())
+}
+
+/// Reads the catalog tables (all models, or the candidates for one name).
+fn load(name: Option<&str>) -> Catalog {
+    let (models_sql, prices_sql);
+    let args: Vec<pgrx::datum::DatumWithOid> = match name {
+        Some(n) => {
+            models_sql = format!("{MODELS_SQL} WHERE m.{CANDIDATES}");
+            prices_sql = format!("{PRICES_SQL} WHERE p.{CANDIDATES}");
+            vec![n.into()]
+        }
+        None => {
+            models_sql = MODELS_SQL.to_string();
+            prices_sql = PRICES_SQL.to_string();
+            vec![]
+        }
+    };
+    Spi::connect(|client| {
+        let relid = client
+            .select("SELECT 'aicost.prices'::regclass::oid", None, &[])
+            .and_then(|t| t.first().get_one::<pg_sys::Oid>())
+            .or_internal("looking up aicost.prices")
+            .unwrap_or(pg_sys::InvalidOid);
+        FLAGS.prices_relid.set(relid);
+
+        let mut prices: FxHashMap<String, Vec<PriceVersion>> = FxHashMap::default();
+        let rows = client.select(&*prices_sql, None, &args).or_internal("reading aicost.prices");
+        for row in rows {
+            let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
+            let model = get_text(1);
+            let usage = UsageType::parse(&get_text(3));
+            let tier = ServiceTier::parse(&get_text(4));
+            let rate = Decimal::from_str(&get_text(6)).ok();
+            let (Some(usage), Some(tier), Some(rate)) = (usage, tier, rate) else {
+                raise(
+                    ERRCODE_DATA_CORRUPTED,
+                    format!("unreadable price row for model \"{model}\" in aicost.prices"),
+                );
+            };
+            prices.entry(model).or_default().push(PriceVersion {
+                price_id: row.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                usage,
+                tier,
+                threshold_tokens: row.get::<i64>(5).ok().flatten().unwrap_or_default(),
+                usd_per_mtok: rate,
+                valid_from: ts(row.get(7).ok().flatten(), i64::MIN),
+                valid_to: ts(row.get(8).ok().flatten(), i64::MAX),
+            });
+        }
+        let mut models = Vec::new();
+        for row in client.select(&*models_sql, None, &args).or_internal("reading aicost.models") {
+            let name: String = row.get(1).ok().flatten().unwrap_or_default();
+            models.push(Model {
+                provider: row.get(2).ok().flatten().unwrap_or_default(),
+                aliases: row.get::<Vec<String>>(3).ok().flatten().unwrap_or_default(),
+                prices: prices.remove(&name).unwrap_or_default(),
+                name,
+            });
+        }
+        Catalog::new(models)
+    })
+}
+
+/// Resolves `name` to a model or raises the documented error (42704 unknown, 42P09 ambiguous).
+/// With `aicost.unknown_model = null` and `allow_null`, an unknown name gives None instead.
+pub fn resolve<'a>(catalog: &'a Catalog, name: &str, allow_null: bool) -> Option<(&'a Model, aicost_core::MatchKind)> {
+    match catalog.resolve(name) {
+        Resolved::Found(m, k) => Some((m, k)),
+        Resolved::Ambiguous(names) => raise_with(
+            ERRCODE_AMBIGUOUS_ALIAS,
+            format!("model name \"{name}\" is ambiguous"),
+            Some(format!("It matches {}.", names.join(", "))),
+            Some("Use the provider-prefixed canonical name.".into()),
+        ),
+        Resolved::NotFound => {
+            if allow_null && crate::guc::UNKNOWN_MODEL.get() == crate::guc::UnknownModel::Null {
+                return None;
+            }
+            // The candidate-only catalog of pricing_cache = off cannot suggest; use the full one.
+            let full = if crate::guc::PRICING_CACHE.get() { None } else { Some(load(None)) };
+            let suggestions = full.as_ref().unwrap_or(catalog).suggest(name, 5);
+            let hint = if suggestions.is_empty() {
+                "Add it with ai_pricing_import() or INSERT INTO aicost.models / ai_price_set().".to_string()
+            } else {
+                format!("Did you mean {}?", suggestions.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "))
+            };
+            raise_with(
+                ERRCODE_UNDEFINED_OBJECT,
+                format!("unknown model \"{name}\""),
+                Some("The model is not in the pg_aicost pricing catalog (aicost.models, aicost.model_aliases).".into()),
+                Some(hint),
+            )
+        }
+    }
+}
+
+fn raise_with(code: PgSqlErrorCode, msg: String, detail: Option<String>, hint: Option<String>) -> ! {
+    crate::error::raise_full(code, msg, detail, hint)
+}
+
+/// Canonical name of a model, by pg_aicost's matching rules (exact, alias, case-insensitive,
+/// provider prefix, unprefixed).
+#[pg_extern(stable, parallel_safe, strict)]
+fn ai_model_resolve(name: &str) -> String {
+    let c = catalog_for(name);
+    resolve(&c, name, false).map(|(m, _)| m.name.clone()).unwrap_or_default()
+}
+
+#[pg_schema]
+mod aicost {
+    use pgrx::prelude::*;
+
+    /// Called by the catalog tables' statement triggers: queues a relcache invalidation that
+    /// PostgreSQL delivers transactionally (see the module docs).
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn _invalidate_pricing_cache(prices: pg_sys::Oid) {
+        super::FLAGS.dirty.set(true);
+        // SAFETY: queues an invalidation message for a relation oid; no memory is shared.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(prices) };
+    }
+}
+
+/// Normalized rows for `aicost._apply_prices`.
+fn normalized(doc: &ImportDoc) -> Value {
+    Value::Array(
+        doc.models
+            .iter()
+            .map(|m| {
+                let prices: Vec<Value> = m
+                    .prices
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "usage_type": p.usage.as_str(),
+                            "service_tier": p.tier.as_str(),
+                            "threshold_tokens": p.threshold_tokens,
+                            "usd_per_mtok": exact_number(p.usd_per_mtok),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "model": m.name, "provider": m.provider, "mode": m.mode, "source": m.source,
+                    "as_of": m.as_of, "aliases": m.aliases, "prices": prices,
+                    "max_input_tokens": m.max_input_tokens,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A JSON number carrying the decimal's exact text.
+pub fn exact_number(d: Decimal) -> Value {
+    Value::Number(serde_json::Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number"))
+}
+
+fn apply(doc: &ImportDoc, origin: &str) -> i32 {
+    let rows = JsonB(normalized(doc));
+    let (new, changed, unchanged) = Spi::connect_mut(|client| {
+        let t = client
+            .update(
+                "SELECT new_prices, changed_prices, unchanged_prices FROM aicost._apply_prices($1, $2, now())",
+                None,
+                &[rows.into(), origin.into()],
+            )
+            .or_internal("applying prices")
+            .first();
+        (
+            t.get::<i64>(1).ok().flatten().unwrap_or(0),
+            t.get::<i64>(2).ok().flatten().unwrap_or(0),
+            t.get::<i64>(3).ok().flatten().unwrap_or(0),
+        )
+    });
+    pgrx::notice!(
+        "pg_aicost: {} models: {new} new prices, {changed} changed (old versions closed), {unchanged} unchanged; \
+         skipped {} entries without token prices and {} non-token price keys",
+        doc.models.len(),
+        doc.skipped_entries,
+        doc.skipped_keys
+    );
+    i32::try_from(doc.models.len()).unwrap_or(i32::MAX)
+}
+
+fn parse_litellm(doc: &Value) -> ImportDoc {
+    litellm::parse_doc(doc).unwrap_or_else(|e| raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid price document: {e}")))
+}
+
+/// Loads a price document (LiteLLM's model_prices_and_context_window.json). Changed prices become
+/// new versions (the old ones are closed now), unchanged ones are left alone. Returns the number of
+/// models in the document that have token prices.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ai_pricing_import(doc: JsonB, format: default!(&str, "'litellm'")) -> i32 {
+    if !format.eq_ignore_ascii_case("litellm") {
+        crate::error::raise_full(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("unknown price document format \"{format}\""),
+            None,
+            Some("Supported formats: litellm.".into()),
+        );
+    }
+    apply(&parse_litellm(&doc.0), "import")
+}
+
+/// The default catalog shipped with the extension (data/default_catalog.json).
+const DEFAULT_CATALOG: &str = include_str!("../data/default_catalog.json");
+
+/// (Re)loads the shipped default catalog: list prices of widely used OpenAI, Anthropic, Google,
+/// Mistral, DeepSeek and xAI models. Run by CREATE EXTENSION; idempotent.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ai_pricing_load_default() -> i32 {
+    let doc: Value = serde_json::from_str(DEFAULT_CATALOG).expect("default catalog is valid JSON");
+    apply(&parse_litellm(&doc), "default")
+}
