@@ -151,9 +151,9 @@ BEGIN
                  WHERE (n.model, n.usage_type, n.service_tier, n.threshold_tokens) =
                        (x.model, p.usage_type, p.service_tier, p.threshold_tokens)
                    AND lower(n.valid) > p_at) AS next_from
-          FROM jsonb_to_recordset(p_models) AS x(model text, source text, prices jsonb),
-               jsonb_to_recordset(x.prices) AS p(usage_type text, service_tier text,
-                                                 threshold_tokens bigint, usd_per_mtok numeric)
+          FROM jsonb_to_recordset(p_models) AS x(model text, source text, prices jsonb)
+         CROSS JOIN LATERAL jsonb_to_recordset(x.prices) AS p(usage_type text, service_tier text,
+                                                              threshold_tokens bigint, usd_per_mtok numeric)
           LEFT JOIN aicost.prices cur
                  ON (cur.model, cur.usage_type, cur.service_tier, cur.threshold_tokens) =
                     (x.model, p.usage_type, p.service_tier, p.threshold_tokens)

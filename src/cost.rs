@@ -7,9 +7,9 @@ use crate::error::{raise, raise_cost, raise_usage};
 use crate::numeric::NumericDatum;
 use crate::pricing::{catalog_for, exact_number, resolve};
 use aicost_core::{Cost, MatchKind, Model, ServiceTier, TokenCounts, compute, usage};
+use pgrx::JsonB;
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::{Value, json};
 
 fn tier(name: &str) -> ServiceTier {
@@ -73,7 +73,9 @@ fn ai_cost(
         cache_write_5m: cache_write_tokens,
         cache_write_1h: cache_write_1h_tokens,
     };
-    with_cost(model, &counts, service_tier, at, |_, _, c| NumericDatum::from_decimal(c.total))
+    with_cost(model, &counts, service_tier, at, |_, _, c| {
+        NumericDatum::from_decimal(c.total)
+    })
 }
 
 /// Cost in US dollars of a request to `model` from the provider's own usage object (OpenAI chat or
@@ -86,15 +88,29 @@ fn ai_cost_usage(
     at: default!(TimestampWithTimeZone, "now()"),
 ) -> Option<NumericDatum> {
     let counts = parse_usage(&usage);
-    with_cost(model, &counts, service_tier, at, |_, _, c| NumericDatum::from_decimal(c.total))
+    with_cost(model, &counts, service_tier, at, |_, _, c| {
+        NumericDatum::from_decimal(c.total)
+    })
 }
 
-fn explain(model: &str, m: &Model, kind: MatchKind, counts: &TokenCounts, tier: &str, at: TimestampWithTimeZone, c: &Cost<'_>) -> JsonB {
+fn explain(
+    model: &str,
+    m: &Model,
+    kind: MatchKind,
+    counts: &TokenCounts,
+    tier: &str,
+    at: TimestampWithTimeZone,
+    c: &Cost<'_>,
+) -> JsonB {
     let ts = |v: i64| -> Value {
         if v == i64::MIN || v == i64::MAX {
             Value::Null
         } else {
-            json!(TimestampWithTimeZone::try_from(v).map(|t| t.to_iso_string()).unwrap_or_default())
+            json!(
+                TimestampWithTimeZone::try_from(v)
+                    .map(|t| t.to_iso_string())
+                    .unwrap_or_default()
+            )
         }
     };
     let terms: Vec<Value> = c
@@ -156,7 +172,9 @@ fn ai_cost_explain(
         cache_write_5m: cache_write_tokens,
         cache_write_1h: cache_write_1h_tokens,
     };
-    with_cost(model, &counts, service_tier, at, |m, k, c| explain(model, m, k, &counts, service_tier, at, c))
+    with_cost(model, &counts, service_tier, at, |m, k, c| {
+        explain(model, m, k, &counts, service_tier, at, c)
+    })
 }
 
 /// `ai_cost_explain` for a provider usage object; also reports the detected usage format.

@@ -3,11 +3,16 @@
 
 use aicost_core::CostError;
 use aicost_core::usage::UsageError;
+use pgrx::PgLogLevel;
 use pgrx::PgSqlErrorCode::{self, *};
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::PgLogLevel;
 
-pub fn raise_full(code: PgSqlErrorCode, msg: String, detail: Option<String>, hint: Option<String>) -> ! {
+pub fn raise_full(
+    code: PgSqlErrorCode,
+    msg: String,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ! {
     let mut e = ErrorReport::new(code, msg, "pg_aicost");
     if let Some(d) = detail {
         e = e.set_detail(d);
@@ -25,15 +30,19 @@ pub fn raise(code: PgSqlErrorCode, msg: String) -> ! {
 
 pub fn raise_cost(e: &CostError) -> ! {
     let code = match e {
-        CostError::Negative(..) | CostError::CachedExceedInput { .. } | CostError::TierUnavailable { .. } => {
-            ERRCODE_INVALID_PARAMETER_VALUE
-        }
+        CostError::Negative(..)
+        | CostError::CachedExceedInput { .. }
+        | CostError::TierUnavailable { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
         CostError::NoPrice { .. } => ERRCODE_UNDEFINED_OBJECT,
         CostError::Overflow => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
     };
     let hint = match e {
-        CostError::TierUnavailable { .. } => Some("Use service_tier => 'standard', or add the tier's prices with ai_price_set().".into()),
-        CostError::NoPrice { .. } => Some("Prices have validity ranges: check aicost.prices for this model and instant.".into()),
+        CostError::TierUnavailable { .. } => Some(
+            "Use service_tier => 'standard', or add the tier's prices with ai_price_set().".into(),
+        ),
+        CostError::NoPrice { .. } => Some(
+            "Prices have validity ranges: check aicost.prices for this model and instant.".into(),
+        ),
         _ => None,
     };
     raise_full(code, e.to_string(), None, hint)
@@ -54,4 +63,3 @@ impl<T> ErrorExt<T> for Result<T, pgrx::spi::Error> {
         self.unwrap_or_else(|e| raise(ERRCODE_INTERNAL_ERROR, format!("pg_aicost: {context}: {e}")))
     }
 }
-

@@ -11,7 +11,8 @@ pub enum UnknownModel {
     Null,
 }
 
-pub static UNKNOWN_MODEL: GucSetting<UnknownModel> = GucSetting::<UnknownModel>::new(UnknownModel::Error);
+pub static UNKNOWN_MODEL: GucSetting<UnknownModel> =
+    GucSetting::<UnknownModel>::new(UnknownModel::Error);
 pub static PRICING_CACHE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn register() {

@@ -18,7 +18,11 @@ extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 extension_sql_file!(
     "../sql/pricing_api.sql",
     name = "pricing_api",
-    requires = ["catalog", ai_model_resolve, pricing::aicost::_invalidate_pricing_cache]
+    requires = [
+        "catalog",
+        ai_model_resolve,
+        pricing::aicost::_invalidate_pricing_cache
+    ]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
@@ -29,7 +33,6 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// Required by `cargo pgrx test`.

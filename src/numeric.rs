@@ -42,8 +42,13 @@ unsafe impl BoxRet for NumericDatum {
 unsafe impl SqlTranslatable for NumericDatum {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(NumericDatum);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
-        Ok(SqlMappingRef::Numeric { precision: None, scale: None });
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::Numeric {
+        precision: None,
+        scale: None,
+    });
     const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::Numeric { precision: None, scale: None }));
+        Ok(ReturnsRef::One(SqlMappingRef::Numeric {
+            precision: None,
+            scale: None,
+        }));
 }

@@ -78,7 +78,10 @@ fn drop_cache() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
@@ -87,7 +90,9 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
             }
             FLAGS.dirty.set(false);
         }
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => FLAGS.dirty.set(false),
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => {
+            FLAGS.dirty.set(false)
+        }
         _ => {}
     }
 }
@@ -157,7 +162,8 @@ const MODELS_SQL: &str = "SELECT m.model, m.provider,
         coalesce((SELECT array_agg(a.alias ORDER BY a.alias) FROM aicost.model_aliases a
                    WHERE a.model = m.model), '{}')
    FROM aicost.models m";
-const PRICES_SQL: &str = "SELECT p.model, p.price_id, p.usage_type, p.service_tier, p.threshold_tokens,
+const PRICES_SQL: &str =
+    "SELECT p.model, p.price_id, p.usage_type, p.service_tier, p.threshold_tokens,
         p.usd_per_mtok::text, lower(p.valid), upper(p.valid)
    FROM aicost.prices p";
 // Only models whose canonical name or an alias could match by the resolution rules (a superset).
@@ -197,7 +203,9 @@ fn load(name: Option<&str>) -> Catalog {
         FLAGS.prices_relid.set(relid);
 
         let mut prices: FxHashMap<String, Vec<PriceVersion>> = FxHashMap::default();
-        let rows = client.select(&*prices_sql, None, &args).or_internal("reading aicost.prices");
+        let rows = client
+            .select(&*prices_sql, None, &args)
+            .or_internal("reading aicost.prices");
         for row in rows {
             let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
             let model = get_text(1);
@@ -221,7 +229,10 @@ fn load(name: Option<&str>) -> Catalog {
             });
         }
         let mut models = Vec::new();
-        for row in client.select(&*models_sql, None, &args).or_internal("reading aicost.models") {
+        for row in client
+            .select(&*models_sql, None, &args)
+            .or_internal("reading aicost.models")
+        {
             let name: String = row.get(1).ok().flatten().unwrap_or_default();
             models.push(Model {
                 provider: row.get(2).ok().flatten().unwrap_or_default(),
@@ -236,7 +247,11 @@ fn load(name: Option<&str>) -> Catalog {
 
 /// Resolves `name` to a model or raises the documented error (42704 unknown, 42P09 ambiguous).
 /// With `aicost.unknown_model = null` and `allow_null`, an unknown name gives None instead.
-pub fn resolve<'a>(catalog: &'a Catalog, name: &str, allow_null: bool) -> Option<(&'a Model, aicost_core::MatchKind)> {
+pub fn resolve<'a>(
+    catalog: &'a Catalog,
+    name: &str,
+    allow_null: bool,
+) -> Option<(&'a Model, aicost_core::MatchKind)> {
     match catalog.resolve(name) {
         Resolved::Found(m, k) => Some((m, k)),
         Resolved::Ambiguous(names) => raise_with(
@@ -250,12 +265,24 @@ pub fn resolve<'a>(catalog: &'a Catalog, name: &str, allow_null: bool) -> Option
                 return None;
             }
             // The candidate-only catalog of pricing_cache = off cannot suggest; use the full one.
-            let full = if crate::guc::PRICING_CACHE.get() { None } else { Some(load(None)) };
+            let full = if crate::guc::PRICING_CACHE.get() {
+                None
+            } else {
+                Some(load(None))
+            };
             let suggestions = full.as_ref().unwrap_or(catalog).suggest(name, 5);
             let hint = if suggestions.is_empty() {
-                "Add it with ai_pricing_import() or INSERT INTO aicost.models / ai_price_set().".to_string()
+                "Add it with ai_pricing_import() or INSERT INTO aicost.models / ai_price_set()."
+                    .to_string()
             } else {
-                format!("Did you mean {}?", suggestions.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "))
+                format!(
+                    "Did you mean {}?",
+                    suggestions
+                        .iter()
+                        .map(|s| format!("\"{s}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
             raise_with(
                 ERRCODE_UNDEFINED_OBJECT,
@@ -267,7 +294,12 @@ pub fn resolve<'a>(catalog: &'a Catalog, name: &str, allow_null: bool) -> Option
     }
 }
 
-fn raise_with(code: PgSqlErrorCode, msg: String, detail: Option<String>, hint: Option<String>) -> ! {
+fn raise_with(
+    code: PgSqlErrorCode,
+    msg: String,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ! {
     crate::error::raise_full(code, msg, detail, hint)
 }
 
@@ -276,7 +308,9 @@ fn raise_with(code: PgSqlErrorCode, msg: String, detail: Option<String>, hint: O
 #[pg_extern(stable, parallel_safe, strict)]
 fn ai_model_resolve(name: &str) -> String {
     let c = catalog_for(name);
-    resolve(&c, name, false).map(|(m, _)| m.name.clone()).unwrap_or_default()
+    resolve(&c, name, false)
+        .map(|(m, _)| m.name.clone())
+        .unwrap_or_default()
 }
 
 #[pg_schema]
@@ -323,7 +357,10 @@ fn normalized(doc: &ImportDoc) -> Value {
 
 /// A JSON number carrying the decimal's exact text.
 pub fn exact_number(d: Decimal) -> Value {
-    Value::Number(serde_json::Number::from_str(&d.normalize().to_string()).expect("a decimal is a JSON number"))
+    Value::Number(
+        serde_json::Number::from_str(&d.normalize().to_string())
+            .expect("a decimal is a JSON number"),
+    )
 }
 
 fn apply(doc: &ImportDoc, origin: &str) -> i32 {
@@ -354,7 +391,12 @@ fn apply(doc: &ImportDoc, origin: &str) -> i32 {
 }
 
 fn parse_litellm(doc: &Value) -> ImportDoc {
-    litellm::parse_doc(doc).unwrap_or_else(|e| raise(ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid price document: {e}")))
+    litellm::parse_doc(doc).unwrap_or_else(|e| {
+        raise(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid price document: {e}"),
+        )
+    })
 }
 
 /// Loads a price document (LiteLLM's model_prices_and_context_window.json). Changed prices become

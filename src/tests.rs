@@ -1,1 +1,294 @@
-//! placeholder
+//! In-database unit tests (`cargo pgrx test`). Each runs inside one transaction that is rolled
+//! back; commit, rollback and multi-session behaviour is tested in `pgrx-tests/`.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
+        Spi::get_one::<T>(sql).expect(sql)
+    }
+
+    fn text(sql: &str) -> String {
+        one::<String>(&format!("SELECT ({sql})::text")).unwrap_or_else(|| "NULL".into())
+    }
+
+    #[pg_test]
+    fn default_catalog_is_loaded_by_create_extension() {
+        assert_eq!(text("ai_cost('gpt-4o', 1000, 500)"), "0.0075");
+        assert!(
+            one::<i64>("SELECT count(*) FROM aicost.models WHERE origin = 'default'").unwrap()
+                >= 40
+        );
+        let providers = text(
+            "(SELECT string_agg(DISTINCT provider, ',' ORDER BY provider) FROM aicost.models)",
+        );
+        assert_eq!(providers, "anthropic,deepseek,gemini,mistral,openai,xai");
+        // Every default model has a source and an as-of date.
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM aicost.models WHERE source IS NULL OR as_of IS NULL"),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn cost_is_exact_decimal() {
+        assert_eq!(text("ai_cost('gpt-4o', 1234567, 0)"), "3.0864175");
+        assert_eq!(text("pg_typeof(ai_cost('gpt-4o', 1, 1))"), "numeric");
+        // 0.1 + 0.2 style sums stay exact over many rows.
+        assert_eq!(
+            text("(SELECT sum(ai_cost('gpt-4o', 40000, 20000)) FROM generate_series(1, 1000))"),
+            "300.0"
+        );
+        assert_eq!(text("ai_cost('gpt-4o', 0, 0)"), "0");
+    }
+
+    #[pg_test]
+    fn named_arguments_and_cached_tokens() {
+        // 6000 uncached × 2.50 + 4000 cached × 1.25 + 500 out × 10, per million
+        assert_eq!(
+            text("ai_cost('gpt-4o', in_tokens => 10000, out_tokens => 500, cached_tokens => 4000)"),
+            "0.025"
+        );
+        // batch tier: 1000 × 1.25 + 1000 × 5
+        assert_eq!(
+            text("ai_cost('gpt-4o', 1000, 1000, service_tier => 'batch')"),
+            "0.00625"
+        );
+        assert_eq!(
+            text("ai_cost('gpt-4o', 1000, 1000, service_tier => 'default')"),
+            "0.0125"
+        );
+    }
+
+    #[pg_test]
+    fn usage_objects_of_each_provider() {
+        let openai = r#"{"prompt_tokens": 10000, "completion_tokens": 500, "prompt_tokens_details": {"cached_tokens": 4000}}"#;
+        assert_eq!(
+            text(&format!("ai_cost('gpt-4o', '{openai}'::jsonb)")),
+            "0.025"
+        );
+        let responses = r#"{"input_tokens": 10000, "output_tokens": 500, "input_tokens_details": {"cached_tokens": 4000}}"#;
+        assert_eq!(
+            text(&format!("ai_cost('gpt-4o', '{responses}'::jsonb)")),
+            "0.025"
+        );
+        // Anthropic input_tokens excludes cache reads and writes: 100 × 3 + 1000 × 0.3 + 200 × 3.75 + 50 × 15
+        let anthropic = r#"{"input_tokens": 100, "output_tokens": 50, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 200}"#;
+        assert_eq!(
+            text(&format!(
+                "ai_cost('claude-sonnet-4-5', '{anthropic}'::jsonb)"
+            )),
+            "0.0021"
+        );
+        let gemini = r#"{"usageMetadata": {"promptTokenCount": 1000, "candidatesTokenCount": 100, "thoughtsTokenCount": 100}}"#;
+        // 1000 × 0.30 + 200 × 2.50
+        assert_eq!(
+            text(&format!(
+                "ai_cost('gemini/gemini-2.5-flash', '{gemini}'::jsonb)"
+            )),
+            "0.0008"
+        );
+    }
+
+    #[pg_test]
+    fn explain_names_model_prices_and_terms() {
+        let e = one::<pgrx::JsonB>(
+            "SELECT ai_cost_explain('OpenAI/GPT-4o', 10000, 500, cached_tokens => 4000)",
+        )
+        .unwrap()
+        .0;
+        assert_eq!(e["model"], "gpt-4o");
+        assert_eq!(e["matched_by"], "case-insensitive name or alias");
+        assert_eq!(
+            text("ai_cost_explain('deepseek/deepseek-chat', 1, 1)->>'matched_by'"),
+            "provider prefix"
+        );
+        assert_eq!(e["total"].to_string(), "0.025");
+        let terms = e["terms"].as_array().unwrap();
+        assert_eq!(terms.len(), 3);
+        assert_eq!(terms[0]["usage_type"], "input");
+        assert_eq!(terms[0]["tokens"], 6000);
+        assert_eq!(terms[2]["usage_type"], "cache_read");
+        assert_eq!(terms[2]["usd_per_mtok"].to_string(), "1.25");
+        let id = terms[2]["price_id"].as_i64().unwrap();
+        assert_eq!(
+            text(&format!(
+                "(SELECT usage_type FROM aicost.prices WHERE price_id = {id})"
+            )),
+            "cache_read"
+        );
+        let u = one::<pgrx::JsonB>(
+            r#"SELECT ai_cost_explain('gpt-4o', '{"input_tokens": 5, "output_tokens": 1}')"#,
+        )
+        .unwrap()
+        .0;
+        assert_eq!(u["usage_format"], "openai_responses");
+    }
+
+    #[pg_test]
+    fn own_uncommitted_price_change_is_visible() {
+        assert_eq!(text("ai_cost('gpt-4o', 1000000, 0)"), "2.5");
+        Spi::run("SELECT ai_price_set('gpt-4o', 'input', 3.00)").unwrap();
+        assert_eq!(text("ai_cost('gpt-4o', 1000000, 0)"), "3");
+        // The earlier version still prices earlier instants.
+        assert_eq!(
+            text("ai_cost('gpt-4o', 1000000, 0, at => now() - interval '1 second')"),
+            "2.5"
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM aicost.prices WHERE model = 'gpt-4o' AND usage_type = 'input' AND service_tier = 'standard'"
+            ),
+            Some(2)
+        );
+    }
+
+    #[pg_test]
+    fn scheduled_price_and_history() {
+        Spi::run("SELECT ai_price_set('gpt-4o', 'output', 12, effective_from => now() + interval '1 day')").unwrap();
+        assert_eq!(text("ai_cost('gpt-4o', 0, 1000000)"), "10");
+        assert_eq!(
+            text("ai_cost('gpt-4o', 0, 1000000, at => now() + interval '2 days')"),
+            "12"
+        );
+        // Setting the same price again is a no-op.
+        Spi::run("SELECT ai_price_set('gpt-4o', 'output', 12, effective_from => now() + interval '1 day')").unwrap();
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM aicost.prices WHERE model = 'gpt-4o' AND usage_type = 'output' AND service_tier = 'standard'"
+            ),
+            Some(2)
+        );
+    }
+
+    #[pg_test]
+    fn reimport_records_history_instead_of_overwriting() {
+        let doc = |price: &str| {
+            format!(
+                r#"SELECT ai_pricing_import('{{"acme/m1": {{"litellm_provider": "acme", "mode": "chat", "input_cost_per_token": {price}, "output_cost_per_token": 2e-06, "input_cost_per_token_above_128k_tokens": 4e-06}}}}'::jsonb)"#
+            )
+        };
+        assert_eq!(one::<i32>(&doc("1e-06")), Some(1));
+        assert_eq!(text("ai_cost('acme/m1', 100000, 0)"), "0.1");
+        assert_eq!(text("ai_cost('m1', 200000, 0)"), "0.8"); // unprefixed name, long-context price
+        // Same prices again: nothing new.
+        one::<i32>(&doc("1e-06"));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM aicost.prices WHERE model = 'acme/m1'"),
+            Some(3)
+        );
+        // A changed price at a later instant closes the old version.
+        Spi::run("SELECT ai_price_set('acme/m1', 'input', 1.5, effective_from => now() + interval '1 hour')").unwrap();
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM aicost.prices WHERE model = 'acme/m1'"),
+            Some(4)
+        );
+        assert_eq!(
+            text("ai_cost('acme/m1', 100000, 0, at => now() + interval '2 hours')"),
+            "0.15"
+        );
+        assert_eq!(text("ai_cost('acme/m1', 100000, 0)"), "0.1");
+    }
+
+    #[pg_test]
+    fn pricing_cache_off_gives_the_same_costs() {
+        let on = text("ai_cost('claude-sonnet-4-5', 300000, 1000, cached_tokens => 1000)");
+        Spi::run("SET LOCAL aicost.pricing_cache = off").unwrap();
+        assert_eq!(
+            text("ai_cost('claude-sonnet-4-5', 300000, 1000, cached_tokens => 1000)"),
+            on
+        );
+        assert_eq!(text("ai_cost('GPT-4O', 1000, 500)"), "0.0075");
+        assert_eq!(text("ai_model_resolve('grok-4.5')"), "xai/grok-4.5");
+    }
+
+    #[pg_test]
+    fn unknown_model_null_mode_never_returns_zero() {
+        Spi::run("SET LOCAL aicost.unknown_model = 'null'").unwrap();
+        assert_eq!(text("ai_cost('no-such-model', 1, 1)"), "NULL");
+        assert_eq!(text("ai_cost('gpt-4o', 1000, 500)"), "0.0075");
+    }
+
+    #[pg_test(error = "unknown model \"gpt4o\"")]
+    fn unknown_model_is_an_error() {
+        one::<pgrx::AnyNumeric>("SELECT ai_cost('gpt4o', 1, 1)");
+    }
+
+    #[pg_test(error = "out_tokens must not be negative (got -1)")]
+    fn negative_counts_are_errors() {
+        one::<pgrx::AnyNumeric>("SELECT ai_cost('gpt-4o', 1, -1)");
+    }
+
+    #[pg_test(
+        error = "cached and cache-write tokens (11) exceed in_tokens (10); in_tokens counts all prompt tokens, cached ones included"
+    )]
+    fn cached_more_than_input_is_an_error() {
+        one::<pgrx::AnyNumeric>("SELECT ai_cost('gpt-4o', 10, 1, cached_tokens => 11)");
+    }
+
+    #[pg_test(error = "usage must be a JSON object, not an array")]
+    fn malformed_usage_is_an_error() {
+        one::<pgrx::AnyNumeric>("SELECT ai_cost('gpt-4o', '[1]'::jsonb)");
+    }
+
+    #[pg_test(error = "model \"gpt-4o\" has no \"flex\" service tier prices at that time")]
+    fn missing_tier_is_an_error() {
+        one::<pgrx::AnyNumeric>("SELECT ai_cost('gpt-4o', 1, 1, service_tier => 'flex')");
+    }
+
+    #[pg_test(error = "cost is out of range")]
+    fn overflow_is_an_error() {
+        Spi::run("SELECT ai_price_set('gpt-4o', 'input', 99999.123456789012)").unwrap();
+        one::<pgrx::AnyNumeric>("SELECT ai_cost('gpt-4o', 9223372036854775807, 0)");
+    }
+
+    #[pg_test(error = "price 0.0000025 per million tokens looks like a per-token price")]
+    fn per_token_price_is_rejected() {
+        Spi::run("SELECT ai_price_set('gpt-4o', 'input', 0.0000025)").unwrap();
+    }
+
+    #[pg_test(
+        error = "new row for relation \"prices\" violates check constraint \"prices_per_million_check\""
+    )]
+    fn unit_check_constraint_catches_direct_inserts() {
+        Spi::run("INSERT INTO aicost.prices (model, usage_type, usd_per_mtok) VALUES ('gpt-4o', 'input', 0.0000025)").unwrap();
+    }
+
+    #[pg_test]
+    fn functions_are_stable_and_parallel_safe() {
+        assert_eq!(
+            text(
+                "(SELECT string_agg(DISTINCT provolatile::text || proparallel::text, ',') FROM pg_proc WHERE proname IN ('ai_cost', 'ai_cost_explain', 'ai_model_resolve'))"
+            ),
+            "ss"
+        );
+    }
+
+    #[pg_test]
+    fn catalog_tables_are_dumped_and_commented() {
+        assert_eq!(
+            one::<i64>(
+                "SELECT cardinality(extconfig)::bigint FROM pg_extension WHERE extname = 'pg_aicost'"
+            ),
+            Some(4)
+        );
+        let uncommented = text(
+            "(SELECT string_agg(c.relname || coalesce('.' || a.attname, ''), ', ')
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind = 'r'
+              WHERE n.nspname = 'aicost' AND c.relkind IN ('r', 'v')
+                AND obj_description(c.oid, 'pg_class') IS NOT NULL IS NOT TRUE
+                 OR (n.nspname = 'aicost' AND c.relkind = 'r' AND a.attnum IS NOT NULL
+                     AND col_description(c.oid, a.attnum) IS NULL))",
+        );
+        assert_eq!(uncommented, "NULL", "objects without COMMENT");
+        let undocumented_functions = text(
+            "(SELECT string_agg(p.proname, ', ') FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid
+               JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_aicost'
+              WHERE obj_description(p.oid, 'pg_proc') IS NULL
+                AND p.pronamespace::regnamespace::text <> 'tests')",
+        );
+        assert_eq!(undocumented_functions, "NULL", "functions without COMMENT");
+    }
+}

@@ -1,0 +1,57 @@
+# pg_aicost: `make demo` and `make test` work on a fresh Debian 12 machine as root; both are
+# idempotent (scripts/setup.sh installs only what is missing).
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGRX_TEST_DATA ?= $(CURDIR)/target/pgrx-test-data
+CLUSTER := scripts/cluster.sh
+export AICOST_PGPORT ?= 28815
+export AICOST_TEST_DSN ?= host=127.0.0.1 port=$(AICOST_PGPORT) user=postgres
+export AICOST_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
+
+.PHONY: setup build install install-release demo test test-core test-pg test-it lint bench cluster-start cluster-stop clean
+
+setup:
+	@bash scripts/setup.sh
+
+install: setup
+	cargo pgrx install --pg-config $(PG_CONFIG)
+
+install-release: setup
+	cargo pgrx install --release --pg-config $(PG_CONFIG)
+
+cluster-start:
+	@$(CLUSTER) start
+
+cluster-stop:
+	@$(CLUSTER) stop
+
+demo: install-release
+	@$(CLUSTER) restart
+	@$(CLUSTER) psql -q -f demo/demo.sql
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --workspace --features pg15 --all-targets -- -D warnings
+
+test-core:
+	cargo test -p aicost-core
+
+test-pg: setup
+	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA) 2>/dev/null || true
+	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DATA)
+
+test-it: install
+	@$(CLUSTER) restart
+	bash pgrx-tests/litellm/prepare.sh
+	cargo test -p pg_aicost_it -- --test-threads=1
+
+test: setup lint test-core test-pg test-it
+	@echo "make test: all suites passed"
+
+bench: install-release
+	@$(CLUSTER) restart
+	bash benches/run.sh
+
+clean:
+	-@$(CLUSTER) stop
+	cargo clean

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster under target/ for the demo, the multi-session tests and the
+# benchmarks. Runs as the `postgres` OS user (initdb refuses root) on 127.0.0.1:$AICOST_PGPORT.
+#   scripts/cluster.sh start | stop | restart | psql [args] | env
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PORT=${AICOST_PGPORT:-28815}
+DIR=${AICOST_CLUSTER_DIR:-$ROOT/target/pgcluster}
+DATA=$DIR/data
+RUNAS=()
+if [ "$(id -u)" -eq 0 ]; then RUNAS=(runuser -u postgres --); fi
+
+init() {
+  mkdir -p "$DIR"
+  if [ ${#RUNAS[@]} -gt 0 ]; then chown postgres: "$DIR"; fi
+  if [ ! -f "$DATA/PG_VERSION" ]; then
+    "${RUNAS[@]}" "$PGBIN/initdb" -D "$DATA" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log"
+    cat >>"$DATA/postgresql.conf" <<CONF
+# pg_aicost throwaway cluster
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+fsync = off
+full_page_writes = off
+shared_buffers = 512MB
+work_mem = 64MB
+max_connections = 120
+max_worker_processes = 8
+max_parallel_workers_per_gather = 2
+log_min_messages = warning
+CONF
+  fi
+}
+
+running() { "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+
+start() {
+  init
+  if ! running; then
+    "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 60 start >/dev/null
+  fi
+}
+
+stop() { if [ -f "$DATA/PG_VERSION" ] && running; then "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null; fi; }
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  restart) stop; start ;;
+  psql) shift; exec "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -X -v ON_ERROR_STOP=1 "$@" ;;
+  env) echo "AICOST_TEST_DSN=host=127.0.0.1 port=$PORT user=postgres" ;;
+  *) echo "usage: $0 start|stop|restart|psql|env" >&2; exit 2 ;;
+esac
