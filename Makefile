@@ -34,7 +34,7 @@ lint: setup
 	cargo clippy --workspace --features pg15 --all-targets -- -D warnings
 
 test-core:
-	cargo test -p aicost-core
+	cargo test -p aicost-core --lib --tests
 
 test-pg: setup
 	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA) 2>/dev/null || true
@@ -43,10 +43,10 @@ test-pg: setup
 test-it: install
 	@$(CLUSTER) restart
 	bash pgrx-tests/litellm/prepare.sh
-	cargo test -p pg_aicost_it -- --test-threads=1
+	cargo test -p pg_aicost_it --tests -- --test-threads=1
 
-test: setup lint test-core test-pg test-it
-	@echo "make test: all suites passed"
+test: setup
+	@bash scripts/run-tests.sh
 
 bench: install-release
 	@$(CLUSTER) restart

@@ -152,13 +152,13 @@ pub fn validate(t: &TokenCounts) -> Result<i64, CostError> {
 /// The price of `usage` in `tier`, LiteLLM's way: in flex and priority the highest long-context
 /// threshold crossed among the tier's and the standard prices decides, and at that threshold the
 /// tier's own price wins over the standard one. Standard and batch look at their own prices only.
-fn find_in_tier<'a>(
-    model: &'a Model,
+fn find_in_tier(
+    model: &Model,
     usage: UsageType,
     tier: ServiceTier,
     prompt: i64,
     at: PgTimestamp,
-) -> Option<&'a PriceVersion> {
+) -> Option<&PriceVersion> {
     let own = model.find_price(usage, tier, prompt, at);
     if matches!(tier, ServiceTier::Standard | ServiceTier::Batch) {
         return own;
@@ -173,13 +173,13 @@ fn find_in_tier<'a>(
 }
 
 /// The price for `usage` with the module's fallbacks; `fallback` tells whether one was used.
-fn select<'a>(
-    model: &'a Model,
+fn select(
+    model: &Model,
     usage: UsageType,
     tier: ServiceTier,
     prompt: i64,
     at: PgTimestamp,
-) -> Option<(&'a PriceVersion, bool)> {
+) -> Option<(&PriceVersion, bool)> {
     let chain: &[UsageType] = match usage {
         UsageType::Input => &[UsageType::Input],
         UsageType::Output => &[UsageType::Output],

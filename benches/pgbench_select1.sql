@@ -1,0 +1,2 @@
+-- pgbench baseline: the cheapest possible query.
+SELECT 1;

@@ -1,0 +1,49 @@
+-- pg_aicost demo: run by `make demo` against the throwaway cluster (scripts/cluster.sh).
+\set ON_ERROR_STOP 1
+\pset footer off
+DROP DATABASE IF EXISTS aicost_demo WITH (FORCE);
+CREATE DATABASE aicost_demo;
+\c aicost_demo
+SET client_min_messages = warning;
+CREATE EXTENSION pg_aicost CASCADE;  -- loads the default catalog
+SELECT ai_pricing_load_default() AS default_models;
+RESET client_min_messages;
+
+\echo
+\echo '== What does a request cost? (USD, exact numeric) =='
+SELECT model, in_tokens, out_tokens, ai_cost(model, in_tokens, out_tokens) AS usd
+  FROM (VALUES ('gpt-4o', 1000, 500), ('openai/gpt-4o-mini', 1000, 500),
+               ('claude-sonnet-4-5', 12000, 800), ('gemini/gemini-2.5-pro', 250000, 2000),
+               ('deepseek-chat', 1000, 500), ('grok-4.5', 1000, 500),
+               ('mistral-large-latest', 1000, 500)) AS r(model, in_tokens, out_tokens);
+
+\echo '== Exact: 1,234,567 tokens at $2.50 per million =='
+SELECT ai_cost('gpt-4o', 1234567, 0) AS usd;
+
+\echo '== Cached prompt tokens, batch and priority tiers =='
+SELECT ai_cost('gpt-4o', 10000, 500) AS uncached,
+       ai_cost('gpt-4o', 10000, 500, cached_tokens => 8000) AS cached_8k,
+       ai_cost('gpt-4o', 10000, 500, service_tier => 'batch') AS batch,
+       ai_cost('gpt-4o', 10000, 500, service_tier => 'priority') AS priority;
+
+\echo '== Straight from the provider''s usage object =='
+SELECT ai_cost('gpt-4o', '{"prompt_tokens": 1200, "completion_tokens": 300, "prompt_tokens_details": {"cached_tokens": 1024}}') AS openai,
+       ai_cost('claude-sonnet-4-5', '{"input_tokens": 50, "output_tokens": 400, "cache_read_input_tokens": 9000, "cache_creation_input_tokens": 1000}') AS anthropic,
+       ai_cost('gemini/gemini-2.5-flash', '{"usageMetadata": {"promptTokenCount": 4000, "candidatesTokenCount": 200, "thoughtsTokenCount": 300}}') AS gemini;
+
+\echo '== How a cost was computed =='
+SELECT jsonb_pretty(ai_cost_explain('claude-sonnet-4-5', 12000, 800, cached_tokens => 10000));
+
+\echo '== A price change takes effect at its instant; earlier instants keep the old price =='
+SELECT ai_price_set('gpt-4o', 'output', 12.00, effective_from => now() + interval '1 hour') AS new_price_id;
+SELECT ai_cost('gpt-4o', 0, 1000000) AS now_usd,
+       ai_cost('gpt-4o', 0, 1000000, at => now() + interval '2 hours') AS in_two_hours_usd;
+SELECT usage_type, usd_per_mtok, valid FROM aicost.prices
+ WHERE model = 'gpt-4o' AND usage_type = 'output' AND service_tier = 'standard' ORDER BY valid;
+
+\echo '== Unknown models are an error (or NULL with aicost.unknown_model = null), never $0 =='
+\set ON_ERROR_STOP 0
+SELECT ai_cost('gpt4o', 1000, 500);
+\set ON_ERROR_STOP 1
+SET aicost.unknown_model = 'null';
+SELECT ai_cost('gpt4o', 1000, 500) IS NULL AS is_null;

@@ -1,0 +1,237 @@
+//! Shared helpers of the pg_aicost integration tests.
+//!
+//! Every test gets its own fresh database (so the tests may also run in parallel threads) and talks
+//! to it through real, separate client connections. The cluster comes from `AICOST_TEST_DSN`
+//! (default `host=127.0.0.1 port=28815 user=postgres`, the Makefile's cluster).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use postgres::config::Host;
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row};
+use rust_decimal::Decimal;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_DSN: &str = "host=127.0.0.1 port=28815 user=postgres";
+
+/// The cluster's connection settings (`AICOST_TEST_DSN`).
+pub fn base_config() -> Config {
+    let dsn = std::env::var("AICOST_TEST_DSN").unwrap_or_else(|_| DEFAULT_DSN.to_string());
+    let mut c = Config::from_str(&dsn).unwrap_or_else(|e| panic!("bad AICOST_TEST_DSN {dsn:?}: {e}"));
+    c.connect_timeout(Duration::from_secs(10));
+    c
+}
+
+/// The directory holding the shared data (`AICOST_SHARED_DATA`, default `../shared/data`
+/// relative to the repository).
+pub fn shared_data_dir() -> PathBuf {
+    match std::env::var_os("AICOST_SHARED_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => repo_root().join("../shared/data"),
+    }
+}
+
+/// The repository root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// PostgreSQL's client binaries (pg_dump, pg_restore, psql).
+pub fn pg_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("AICOST_PGBIN").map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from);
+    dir.join(name)
+}
+
+/// `-h HOST -p PORT -U USER` for the PostgreSQL command-line tools.
+pub fn cli_conn_args() -> Vec<String> {
+    let c = base_config();
+    let mut args = Vec::new();
+    if let Some(h) = c.get_hosts().first() {
+        args.push("-h".to_string());
+        args.push(match h {
+            Host::Tcp(s) => s.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        });
+    }
+    if let Some(p) = c.get_ports().first() {
+        args.push("-p".to_string());
+        args.push(p.to_string());
+    }
+    if let Some(u) = c.get_user() {
+        args.push("-U".to_string());
+        args.push(u.to_string());
+    }
+    args
+}
+
+fn admin() -> Client {
+    let mut c = base_config();
+    c.dbname("postgres");
+    c.connect(NoTls).unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to the test cluster ({e}); start it with scripts/cluster.sh start and set AICOST_TEST_DSN"
+        )
+    })
+}
+
+/// A database of its own for one test. Dropped when the test passes; kept for inspection when it
+/// fails (and dropped by the next run).
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    /// A fresh database with `CREATE EXTENSION pg_aicost CASCADE`.
+    pub fn new(test: &str) -> TestDb {
+        let db = TestDb::empty(test);
+        db.connect()
+            .batch_execute("CREATE EXTENSION pg_aicost CASCADE")
+            .unwrap_or_else(|e| panic!("CREATE EXTENSION pg_aicost in {}: {}", db.name, describe(&e)));
+        db
+    }
+
+    /// A fresh database without the extension (e.g. a restore target).
+    pub fn empty(test: &str) -> TestDb {
+        let name = format!("aicost_it_{test}");
+        assert!(name.len() < 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        let mut a = admin();
+        // Serialize CREATE DATABASE across parallel tests: it copies template1, which must be idle.
+        a.batch_execute("SELECT pg_advisory_lock(2815001)").unwrap();
+        // Two statements: neither may run inside a (multi-statement, implicit) transaction block.
+        let r = a
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .and_then(|()| a.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template1")));
+        a.batch_execute("SELECT pg_advisory_unlock(2815001)").unwrap();
+        r.unwrap_or_else(|e| panic!("creating database {name}: {}", describe(&e)));
+        TestDb { name }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = base_config();
+        c.dbname(&self.name);
+        c
+    }
+
+    /// A new, separate connection (its own backend) to this database.
+    pub fn connect(&self) -> Client {
+        self.config()
+            .connect(NoTls)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = admin().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// An error with its SQLSTATE, message, detail and hint, for assertion messages.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "{} {}: {}{}{}",
+            d.severity(),
+            d.code().code(),
+            d.message(),
+            d.detail().map(|s| format!(" DETAIL: {s}")).unwrap_or_default(),
+            d.hint().map(|s| format!(" HINT: {s}")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// Asserts that `r` failed with SQLSTATE `code`; returns the server's error.
+#[track_caller]
+pub fn expect_sqlstate<T: std::fmt::Debug>(
+    r: Result<T, postgres::Error>,
+    code: &str,
+    what: &str,
+) -> postgres::error::DbError {
+    match r {
+        Ok(v) => panic!("{what}: expected SQLSTATE {code}, but it succeeded with {v:?}"),
+        Err(e) => {
+            let Some(db) = e.as_db_error() else {
+                panic!("{what}: expected SQLSTATE {code}, got a client error: {e}")
+            };
+            assert_eq!(db.code().code(), code, "{what}: wrong SQLSTATE: {}", describe(&e));
+            db.clone()
+        }
+    }
+}
+
+/// Runs `sql` (one statement) expecting SQLSTATE `code`, then checks the session is still usable.
+#[track_caller]
+pub fn expect_error(c: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)], code: &str) -> postgres::error::DbError {
+    let e = expect_sqlstate(c.query(sql, params).map(|rows| rows.len()), code, sql);
+    let one: i32 = c
+        .query_one("SELECT 1", &[])
+        .unwrap_or_else(|e| panic!("session unusable after error of {sql}: {e}"))
+        .get(0);
+    assert_eq!(one, 1);
+    e
+}
+
+/// The single numeric value of a one-row, one-column query (NULL is None).
+#[track_caller]
+pub fn num(c: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Option<Decimal> {
+    let row = c
+        .query_one(sql, params)
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    row.get(0)
+}
+
+/// `ai_cost('gpt-4o', 1000000, 0)`, i.e. gpt-4o's standard input price per million tokens.
+#[track_caller]
+pub fn gpt4o_input_price(c: &mut Client) -> Decimal {
+    num(c, "SELECT ai_cost('gpt-4o', 1000000, 0)", &[]).expect("gpt-4o is priced")
+}
+
+pub fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+#[track_caller]
+pub fn one_row(c: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Row {
+    c.query_one(sql, params).unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
+}
+
+#[track_caller]
+pub fn exec(c: &mut Client, sql: &str) {
+    c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+}
+
+/// A digest of the whole pricing catalog (models, aliases, price versions, sequence excluded):
+/// equal digests mean no catalog row was written.
+pub const CATALOG_DIGEST_SQL: &str = "SELECT md5(
+    coalesce((SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s', price_id, model, usage_type,
+                     service_tier, threshold_tokens, usd_per_mtok, valid, origin, source), E'\\n' ORDER BY price_id)
+                FROM aicost.prices), '')
+    || '#' || coalesce((SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', model, provider, mode,
+                     max_input_tokens, source, as_of, origin), E'\\n' ORDER BY model)
+                FROM aicost.models), '')
+    || '#' || coalesce((SELECT string_agg(format('%s|%s|%s', alias, model, origin), E'\\n' ORDER BY alias)
+                FROM aicost.model_aliases), ''))";
+
+#[track_caller]
+pub fn catalog_digest(c: &mut Client) -> String {
+    one_row(c, CATALOG_DIGEST_SQL, &[]).get(0)
+}
+
+/// Waits (bounded) until `pred` holds, polling every 20 ms.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !pred() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The backend pid of a connection.
+pub fn backend_pid(c: &mut Client) -> i32 {
+    one_row(c, "SELECT pg_backend_pid()", &[]).get(0)
+}
