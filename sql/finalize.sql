@@ -6,5 +6,8 @@ COMMENT ON FUNCTION ai_cost_explain(text, bigint, bigint, bigint, bigint, text, 
 COMMENT ON FUNCTION ai_cost_explain(text, jsonb, text, timestamptz) IS 'ai_cost_explain() for a provider usage object; also names the detected usage format';
 COMMENT ON FUNCTION ai_pricing_import(jsonb, text) IS 'Imports a LiteLLM model_prices_and_context_window.json document; changed prices become new versions; returns the number of models with token prices';
 COMMENT ON FUNCTION ai_pricing_load_default() IS 'Loads (idempotently) the default catalog shipped with pg_aicost; returns its number of models';
+COMMENT ON FUNCTION ai_cache_key(text, jsonb, text) IS 'Response-cache key: hex SHA-256 of (namespace, canonical model, canonical request); key order, whitespace and number spelling do not matter';
+COMMENT ON FUNCTION aicost._cache_model(text) IS 'Internal: the model name stored with a cache entry (canonical when known)';
+COMMENT ON FUNCTION aicost._response_cost(text, jsonb) IS 'Internal: cost of producing a response from its usage object, NULL when it cannot be priced';
 
 SELECT ai_pricing_load_default();

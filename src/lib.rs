@@ -2,10 +2,12 @@
 //!
 //! The pgrx layer is thin glue over `aicost-core` (pure Rust): one module per capability.
 //! - [`pricing`]: the catalog cache with transactional invalidation, import and default catalog;
-//! - [`cost`]: `ai_cost` / `ai_cost_explain`.
+//! - [`cost`]: `ai_cost` / `ai_cost_explain`;
+//! - [`cache`]: the LLM response cache's keys (its logic is SQL, `sql/cache.sql`).
 
 use pgrx::prelude::*;
 
+mod cache;
 mod cost;
 mod error;
 mod guc;
@@ -22,6 +24,16 @@ extension_sql_file!(
         "catalog",
         ai_model_resolve,
         pricing::aicost::_invalidate_pricing_cache
+    ]
+);
+extension_sql_file!(
+    "../sql/cache.sql",
+    name = "cache",
+    requires = [
+        "catalog",
+        cache::ai_cache_key,
+        cache::aicost::_cache_model,
+        cache::aicost::_response_cost
     ]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

@@ -3,10 +3,12 @@
 //! - [`catalog`]: the resolved pricing catalog (models, aliases, price versions) and name resolution.
 //! - [`cost`]: exact cost arithmetic with long-context tiers, service tiers and cache usage types.
 //! - [`usage`]: parsing of provider usage objects (OpenAI, Anthropic, Gemini) into token counts.
+//! - [`cachekey`]: canonical JSON and SHA-256 keys for the response cache.
 //! - [`litellm`]: reading LiteLLM's `model_prices_and_context_window.json` into price rows.
 //!
 //! Money is `rust_decimal::Decimal` throughout; no floating point touches a price or a cost.
 
+pub mod cachekey;
 pub mod catalog;
 pub mod cost;
 pub mod litellm;

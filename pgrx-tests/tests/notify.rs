@@ -23,7 +23,9 @@ fn drain(c: &mut Client, first: Duration, quiet: Duration) -> Vec<Notification> 
 }
 
 fn show(ns: &[Notification]) -> Vec<String> {
-    ns.iter().map(|n| format!("{}:{}:{}", n.process_id(), n.channel(), n.payload())).collect()
+    ns.iter()
+        .map(|n| format!("{}:{}:{}", n.process_id(), n.channel(), n.payload()))
+        .collect()
 }
 
 #[test]
@@ -33,7 +35,10 @@ fn notify() {
     exec(&mut b, "LISTEN aicost_pricing");
     let a_pid = backend_pid(&mut a);
     let quiet = Duration::from_millis(300);
-    assert!(drain(&mut b, quiet, quiet).is_empty(), "nothing before any change");
+    assert!(
+        drain(&mut b, quiet, quiet).is_empty(),
+        "nothing before any change"
+    );
 
     // Committed change: exactly one notification from A's backend naming gpt-4o.
     exec(&mut a, "BEGIN");
@@ -41,14 +46,27 @@ fn notify() {
     // Not yet committed: nothing may arrive.
     exec(&mut b, "SELECT 1");
     let early = drain(&mut b, quiet, quiet);
-    assert!(early.is_empty(), "notification before COMMIT: {:?}", show(&early));
+    assert!(
+        early.is_empty(),
+        "notification before COMMIT: {:?}",
+        show(&early)
+    );
     exec(&mut a, "COMMIT");
     exec(&mut b, "SELECT 1"); // pumps the connection (timeout_iter polls it as well)
     let got = drain(&mut b, Duration::from_secs(5), quiet);
-    assert_eq!(got.len(), 1, "exactly one notification per committed change: {:?}", show(&got));
+    assert_eq!(
+        got.len(),
+        1,
+        "exactly one notification per committed change: {:?}",
+        show(&got)
+    );
     let n = &got[0];
     assert_eq!(n.channel(), "aicost_pricing");
-    assert!(n.payload().split(',').any(|m| m == "gpt-4o"), "payload {:?} should name gpt-4o", n.payload());
+    assert!(
+        n.payload().split(',').any(|m| m == "gpt-4o"),
+        "payload {:?} should name gpt-4o",
+        n.payload()
+    );
     assert_eq!(n.process_id(), a_pid, "sent by A's backend");
 
     // Rolled-back change: nothing.
@@ -57,18 +75,29 @@ fn notify() {
     exec(&mut a, "ROLLBACK");
     exec(&mut b, "SELECT 1");
     let none = drain(&mut b, quiet, quiet);
-    assert!(none.is_empty(), "a rolled-back change must not notify: {:?}", show(&none));
+    assert!(
+        none.is_empty(),
+        "a rolled-back change must not notify: {:?}",
+        show(&none)
+    );
 
     // A change rolled back to a savepoint inside a committed transaction: only the kept change.
     exec(&mut a, "BEGIN");
     exec(&mut a, "SAVEPOINT s");
     exec(&mut a, "SELECT ai_price_set('gpt-4o-mini', 'input', 0.2)");
     exec(&mut a, "ROLLBACK TO SAVEPOINT s");
-    exec(&mut a, "INSERT INTO aicost.model_aliases (alias, model) VALUES ('my-4o', 'gpt-4o')");
+    exec(
+        &mut a,
+        "INSERT INTO aicost.model_aliases (alias, model) VALUES ('my-4o', 'gpt-4o')",
+    );
     exec(&mut a, "COMMIT");
     let got = drain(&mut b, Duration::from_secs(5), quiet);
     assert_eq!(got.len(), 1, "{:?}", show(&got));
-    assert!(got[0].payload().split(',').any(|m| m == "gpt-4o"), "{:?}", show(&got));
+    assert!(
+        got[0].payload().split(',').any(|m| m == "gpt-4o"),
+        "{:?}",
+        show(&got)
+    );
     assert!(
         !got[0].payload().contains("gpt-4o-mini"),
         "rolled-back savepoint change announced: {:?}",

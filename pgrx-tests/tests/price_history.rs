@@ -22,7 +22,12 @@ fn input_versions(c: &mut Client) -> Vec<(String, String, String)> {
 }
 
 fn cost_at(c: &mut Client, at_sql: &str) -> rust_decimal::Decimal {
-    num(c, &format!("SELECT ai_cost('gpt-4o', 1000000, 0, at => {at_sql})"), &[]).expect("priced")
+    num(
+        c,
+        &format!("SELECT ai_cost('gpt-4o', 1000000, 0, at => {at_sql})"),
+        &[],
+    )
+    .expect("priced")
 }
 
 #[test]
@@ -41,16 +46,32 @@ fn price_history() {
     )
     .get(0);
     for (s, who) in [(&mut a, "A"), (&mut b, "B")] {
-        assert_eq!(cost_at(s, "now()"), dec("2.5"), "{who}: now uses the old price");
-        assert_eq!(cost_at(s, "now() + interval '2 hours'"), dec("5"), "{who}: in two hours the new one");
+        assert_eq!(
+            cost_at(s, "now()"),
+            dec("2.5"),
+            "{who}: now uses the old price"
+        );
+        assert_eq!(
+            cost_at(s, "now() + interval '2 hours'"),
+            dec("5"),
+            "{who}: in two hours the new one"
+        );
     }
-    let at_t = num(&mut a, "SELECT ai_cost('gpt-4o', 1000000, 0, at => $1::text::timestamptz)", &[&t]);
+    let at_t = num(
+        &mut a,
+        "SELECT ai_cost('gpt-4o', 1000000, 0, at => $1::text::timestamptz)",
+        &[&t],
+    );
     let before_t = num(
         &mut a,
         "SELECT ai_cost('gpt-4o', 1000000, 0, at => $1::text::timestamptz - interval '1 microsecond')",
         &[&t],
     );
-    assert_eq!((before_t, at_t), (Some(dec("2.5")), Some(dec("5"))), "ranges are [from, to)");
+    assert_eq!(
+        (before_t, at_t),
+        (Some(dec("2.5")), Some(dec("5"))),
+        "ranges are [from, to)"
+    );
     let t_norm: String = one_row(&mut a, "SELECT $1::text::timestamptz::text", &[&t]).get(0);
     assert_eq!(
         input_versions(&mut a),
@@ -68,15 +89,26 @@ fn price_history() {
         &[&t],
     )
     .get(0);
-    assert_eq!(current, 1, "current_prices shows the version valid now, with its end");
+    assert_eq!(
+        current, 1,
+        "current_prices shows the version valid now, with its end"
+    );
 
     // A change effective now, while a future version is scheduled: three versions.
     exec(&mut a, "SELECT ai_price_set('gpt-4o', 'input', 3.00)");
     assert_eq!(cost_at(&mut b, "now()"), dec("3"));
-    assert_eq!(cost_at(&mut b, "now() + interval '2 hours'"), dec("5"), "the scheduled price stays");
+    assert_eq!(
+        cost_at(&mut b, "now() + interval '2 hours'"),
+        dec("5"),
+        "the scheduled price stays"
+    );
     let v = input_versions(&mut a);
     assert_eq!(v.len(), 3, "{v:?}");
-    assert_eq!((v[1].1.as_str(), v[1].2.as_str(), v[2].0.as_str()), (t_norm.as_str(), "3.00", t_norm.as_str()), "{v:?}");
+    assert_eq!(
+        (v[1].1.as_str(), v[1].2.as_str(), v[2].0.as_str()),
+        (t_norm.as_str(), "3.00", t_norm.as_str()),
+        "{v:?}"
+    );
 
     // Never retroactive: a past effective_from is refused and writes nothing.
     let digest = catalog_digest(&mut a);
@@ -88,8 +120,17 @@ fn price_history() {
     );
     assert!(e.message().contains("past"), "{}", e.message());
     // Per-token price instead of per-million: refused.
-    let e = expect_error(&mut a, "SELECT ai_price_set('gpt-4o', 'input', 0.0000025)", &[], "23514");
-    assert!(e.hint().unwrap_or_default().contains("per million"), "{:?}", e.hint());
+    let e = expect_error(
+        &mut a,
+        "SELECT ai_price_set('gpt-4o', 'input', 0.0000025)",
+        &[],
+        "23514",
+    );
+    assert!(
+        e.hint().unwrap_or_default().contains("per million"),
+        "{:?}",
+        e.hint()
+    );
     // The table's own CHECK catches it too when written by hand.
     expect_error(
         &mut a,
@@ -106,12 +147,31 @@ fn price_history() {
         "INSERT INTO aicost.prices (model, usage_type, usd_per_mtok, valid)
          VALUES ('gpt-4o', 'output', 11, tstzrange(now(), NULL))",
     );
-    let n: i64 = one_row(&mut a, "SELECT count(*) FROM aicost.prices WHERE model = 'gpt-4o' AND usd_per_mtok = 11", &[]).get(0);
-    assert_eq!(n, 1, "the INSERT itself succeeds: the constraint is deferred");
-    let e = expect_sqlstate(a.batch_execute("COMMIT"), "23P01", "COMMIT of overlapping versions");
+    let n: i64 = one_row(
+        &mut a,
+        "SELECT count(*) FROM aicost.prices WHERE model = 'gpt-4o' AND usd_per_mtok = 11",
+        &[],
+    )
+    .get(0);
+    assert_eq!(
+        n, 1,
+        "the INSERT itself succeeds: the constraint is deferred"
+    );
+    let e = expect_sqlstate(
+        a.batch_execute("COMMIT"),
+        "23P01",
+        "COMMIT of overlapping versions",
+    );
     assert_eq!(e.constraint(), Some("prices_no_overlap"));
-    assert_eq!(catalog_digest(&mut a), digest, "the failed COMMIT wrote rows");
-    assert_eq!(num(&mut a, "SELECT ai_cost('gpt-4o', 0, 1000000)", &[]), Some(dec("10")));
+    assert_eq!(
+        catalog_digest(&mut a),
+        digest,
+        "the failed COMMIT wrote rows"
+    );
+    assert_eq!(
+        num(&mut a, "SELECT ai_cost('gpt-4o', 0, 1000000)", &[]),
+        Some(dec("10"))
+    );
     // Checked immediately when asked to.
     exec(&mut a, "BEGIN");
     exec(&mut a, "SET CONSTRAINTS aicost.prices_no_overlap IMMEDIATE");
@@ -126,4 +186,43 @@ fn price_history() {
     exec(&mut a, "ROLLBACK");
     assert_eq!(catalog_digest(&mut a), digest);
     assert_eq!(cost_at(&mut b, "now()"), dec("3"));
+}
+
+/// A price the model had no version of yet (here gpt-4o's 5-minute cache-write price, billed at the
+/// input price until now), scheduled with ai_price_set for a future instant, applies from that
+/// instant on: not now, and not retroactively.
+#[test]
+fn scheduled_new_price() {
+    let db = TestDb::new("scheduled_new_price");
+    let mut c = db.connect();
+    let sql_at = |at: &str| {
+        format!("SELECT ai_cost('gpt-4o', 1000000, 0, cache_write_tokens => 1000000, at => {at})")
+    };
+    assert_eq!(
+        num(&mut c, &sql_at("now()"), &[]),
+        Some(dec("2.5")),
+        "cache writes billed at the input price"
+    );
+    let id: i64 = one_row(
+        &mut c,
+        "SELECT ai_price_set('gpt-4o', 'cache_write_5m', 3.125, effective_from => now() + interval '1 day')",
+        &[],
+    )
+    .get(0);
+    let valid: String = one_row(
+        &mut c,
+        "SELECT valid::text FROM aicost.prices WHERE price_id = $1",
+        &[&id],
+    )
+    .get(0);
+    assert_eq!(
+        num(&mut c, &sql_at("now() + interval '2 days'"), &[]),
+        Some(dec("3.125")),
+        "from tomorrow on"
+    );
+    assert_eq!(
+        num(&mut c, &sql_at("now()"), &[]),
+        Some(dec("2.5")),
+        "a price scheduled for tomorrow must not apply today (the new version's range is {valid})"
+    );
 }

@@ -20,12 +20,28 @@ fn rollback_invisible() {
     // Plain ROLLBACK.
     exec(&mut a, "BEGIN");
     exec(&mut a, "SELECT ai_price_set('gpt-4o', 'input', 3.00)");
-    assert_eq!(gpt4o_input_price(&mut a), dec("3"), "A sees its uncommitted change");
+    assert_eq!(
+        gpt4o_input_price(&mut a),
+        dec("3"),
+        "A sees its uncommitted change"
+    );
     assert_eq!(gpt4o_input_price(&mut b), dec("2.5"), "B never sees it");
     exec(&mut a, "ROLLBACK");
-    assert_eq!(gpt4o_input_price(&mut a), dec("2.5"), "A after ROLLBACK (its cache must drop the rolled-back price)");
-    assert_eq!(gpt4o_input_price(&mut b), dec("2.5"), "B after A's ROLLBACK");
-    assert_eq!(catalog_digest(&mut a), before, "ROLLBACK left catalog rows behind");
+    assert_eq!(
+        gpt4o_input_price(&mut a),
+        dec("2.5"),
+        "A after ROLLBACK (its cache must drop the rolled-back price)"
+    );
+    assert_eq!(
+        gpt4o_input_price(&mut b),
+        dec("2.5"),
+        "B after A's ROLLBACK"
+    );
+    assert_eq!(
+        catalog_digest(&mut a),
+        before,
+        "ROLLBACK left catalog rows behind"
+    );
 
     // A ROLLBACK of a transaction that failed after the change (error, not an explicit rollback
     // of a healthy transaction).
@@ -34,7 +50,11 @@ fn rollback_invisible() {
     assert_eq!(gpt4o_input_price(&mut a), dec("3.25"));
     expect_sqlstate(a.batch_execute("SELECT 1/0"), "22012", "division by zero");
     exec(&mut a, "ROLLBACK");
-    assert_eq!(gpt4o_input_price(&mut a), dec("2.5"), "A after its failed transaction");
+    assert_eq!(
+        gpt4o_input_price(&mut a),
+        dec("2.5"),
+        "A after its failed transaction"
+    );
 
     // ROLLBACK TO SAVEPOINT, within a transaction that keeps an earlier change.
     exec(&mut a, "BEGIN");
@@ -42,7 +62,11 @@ fn rollback_invisible() {
     assert_eq!(gpt4o_input_price(&mut a), dec("3"));
     exec(&mut a, "SAVEPOINT s1");
     exec(&mut a, "SELECT ai_price_set('gpt-4o', 'input', 4.00)");
-    assert_eq!(gpt4o_input_price(&mut a), dec("4"), "A sees the change made in the savepoint");
+    assert_eq!(
+        gpt4o_input_price(&mut a),
+        dec("4"),
+        "A sees the change made in the savepoint"
+    );
     exec(&mut a, "ROLLBACK TO SAVEPOINT s1");
     assert_eq!(
         gpt4o_input_price(&mut a),
@@ -55,18 +79,38 @@ fn rollback_invisible() {
     assert_eq!(output_price(&mut a), dec("20"));
     expect_sqlstate(a.batch_execute("SELECT 1/0"), "22012", "division by zero");
     exec(&mut a, "ROLLBACK TO SAVEPOINT s2");
-    assert_eq!(output_price(&mut a), dec("10"), "output after ROLLBACK TO SAVEPOINT s2");
-    assert_eq!(gpt4o_input_price(&mut a), dec("3"), "input after ROLLBACK TO SAVEPOINT s2");
+    assert_eq!(
+        output_price(&mut a),
+        dec("10"),
+        "output after ROLLBACK TO SAVEPOINT s2"
+    );
+    assert_eq!(
+        gpt4o_input_price(&mut a),
+        dec("3"),
+        "input after ROLLBACK TO SAVEPOINT s2"
+    );
     // A released savepoint's change stays.
     exec(&mut a, "SAVEPOINT s3");
     exec(&mut a, "SELECT ai_price_set('gpt-4o', 'cache_read', 1.5)");
     exec(&mut a, "RELEASE SAVEPOINT s3");
-    assert_eq!(gpt4o_input_price(&mut b), dec("2.5"), "B during A's transaction");
+    assert_eq!(
+        gpt4o_input_price(&mut b),
+        dec("2.5"),
+        "B during A's transaction"
+    );
     exec(&mut a, "ROLLBACK");
-    assert_eq!(gpt4o_input_price(&mut a), dec("2.5"), "A after rolling back the whole transaction");
+    assert_eq!(
+        gpt4o_input_price(&mut a),
+        dec("2.5"),
+        "A after rolling back the whole transaction"
+    );
     assert_eq!(output_price(&mut a), dec("10"));
     assert_eq!(gpt4o_input_price(&mut b), dec("2.5"));
-    assert_eq!(catalog_digest(&mut a), before, "rolled-back savepoints left catalog rows behind");
+    assert_eq!(
+        catalog_digest(&mut a),
+        before,
+        "rolled-back savepoints left catalog rows behind"
+    );
 
     // Savepoint rolled back, outer transaction committed: only the outer change is kept.
     exec(&mut a, "BEGIN");
@@ -77,8 +121,16 @@ fn rollback_invisible() {
     exec(&mut a, "ROLLBACK TO SAVEPOINT s1");
     exec(&mut a, "COMMIT");
     for (s, name) in [(&mut a, "A"), (&mut b, "B")] {
-        assert_eq!(gpt4o_input_price(s), dec("3"), "{name}: committed outer change");
-        assert_eq!(output_price(s), dec("10"), "{name}: rolled-back savepoint change");
+        assert_eq!(
+            gpt4o_input_price(s),
+            dec("3"),
+            "{name}: committed outer change"
+        );
+        assert_eq!(
+            output_price(s),
+            dec("10"),
+            "{name}: rolled-back savepoint change"
+        );
     }
     let versions: Vec<(String, String)> = a
         .query(

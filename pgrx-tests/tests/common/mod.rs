@@ -18,7 +18,8 @@ pub const DEFAULT_DSN: &str = "host=127.0.0.1 port=28815 user=postgres";
 /// The cluster's connection settings (`AICOST_TEST_DSN`).
 pub fn base_config() -> Config {
     let dsn = std::env::var("AICOST_TEST_DSN").unwrap_or_else(|_| DEFAULT_DSN.to_string());
-    let mut c = Config::from_str(&dsn).unwrap_or_else(|e| panic!("bad AICOST_TEST_DSN {dsn:?}: {e}"));
+    let mut c =
+        Config::from_str(&dsn).unwrap_or_else(|e| panic!("bad AICOST_TEST_DSN {dsn:?}: {e}"));
     c.connect_timeout(Duration::from_secs(10));
     c
 }
@@ -39,7 +40,10 @@ pub fn repo_root() -> PathBuf {
 
 /// PostgreSQL's client binaries (pg_dump, pg_restore, psql).
 pub fn pg_bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("AICOST_PGBIN").map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from);
+    let dir = std::env::var_os("AICOST_PGBIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    );
     dir.join(name)
 }
 
@@ -87,14 +91,25 @@ impl TestDb {
         let db = TestDb::empty(test);
         db.connect()
             .batch_execute("CREATE EXTENSION pg_aicost CASCADE")
-            .unwrap_or_else(|e| panic!("CREATE EXTENSION pg_aicost in {}: {}", db.name, describe(&e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CREATE EXTENSION pg_aicost in {}: {}",
+                    db.name,
+                    describe(&e)
+                )
+            });
         db
     }
 
     /// A fresh database without the extension (e.g. a restore target).
     pub fn empty(test: &str) -> TestDb {
         let name = format!("aicost_it_{test}");
-        assert!(name.len() < 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        assert!(
+            name.len() < 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        );
         let mut a = admin();
         // Serialize CREATE DATABASE across parallel tests: it copies template1, which must be idle.
         a.batch_execute("SELECT pg_advisory_lock(2815001)").unwrap();
@@ -102,7 +117,8 @@ impl TestDb {
         let r = a
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .and_then(|()| a.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template1")));
-        a.batch_execute("SELECT pg_advisory_unlock(2815001)").unwrap();
+        a.batch_execute("SELECT pg_advisory_unlock(2815001)")
+            .unwrap();
         r.unwrap_or_else(|e| panic!("creating database {name}: {}", describe(&e)));
         TestDb { name }
     }
@@ -124,7 +140,10 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if !std::thread::panicking() {
-            let _ = admin().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = admin().batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }
@@ -137,7 +156,9 @@ pub fn describe(e: &postgres::Error) -> String {
             d.severity(),
             d.code().code(),
             d.message(),
-            d.detail().map(|s| format!(" DETAIL: {s}")).unwrap_or_default(),
+            d.detail()
+                .map(|s| format!(" DETAIL: {s}"))
+                .unwrap_or_default(),
             d.hint().map(|s| format!(" HINT: {s}")).unwrap_or_default()
         ),
         None => e.to_string(),
@@ -157,7 +178,12 @@ pub fn expect_sqlstate<T: std::fmt::Debug>(
             let Some(db) = e.as_db_error() else {
                 panic!("{what}: expected SQLSTATE {code}, got a client error: {e}")
             };
-            assert_eq!(db.code().code(), code, "{what}: wrong SQLSTATE: {}", describe(&e));
+            assert_eq!(
+                db.code().code(),
+                code,
+                "{what}: wrong SQLSTATE: {}",
+                describe(&e)
+            );
             db.clone()
         }
     }
@@ -165,7 +191,12 @@ pub fn expect_sqlstate<T: std::fmt::Debug>(
 
 /// Runs `sql` (one statement) expecting SQLSTATE `code`, then checks the session is still usable.
 #[track_caller]
-pub fn expect_error(c: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)], code: &str) -> postgres::error::DbError {
+pub fn expect_error(
+    c: &mut Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    code: &str,
+) -> postgres::error::DbError {
     let e = expect_sqlstate(c.query(sql, params).map(|rows| rows.len()), code, sql);
     let one: i32 = c
         .query_one("SELECT 1", &[])
@@ -196,12 +227,14 @@ pub fn dec(s: &str) -> Decimal {
 
 #[track_caller]
 pub fn one_row(c: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Row {
-    c.query_one(sql, params).unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
+    c.query_one(sql, params)
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
 }
 
 #[track_caller]
 pub fn exec(c: &mut Client, sql: &str) {
-    c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    c.batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
 }
 
 /// A digest of the whole pricing catalog (models, aliases, price versions, sequence excluded):
@@ -226,7 +259,10 @@ pub fn catalog_digest(c: &mut Client) -> String {
 pub fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
     let start = Instant::now();
     while !pred() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

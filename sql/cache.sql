@@ -1,0 +1,623 @@
+-- pg_aicost LLM response cache: entries keyed by SHA-256 of (namespace, model, canonical request).
+--
+-- Design for concurrency (see README "Response cache"):
+-- - ai_cache_get never updates a shared row: a hit or miss appends one row to the UNLOGGED event
+--   log aicost.cache_events (inserts never conflict). Roll-ups (ai_cache_sweep, eviction) move the
+--   log into per-entry hit counts and per-namespace totals with DELETE ... RETURNING, so each event
+--   is counted exactly once even when roll-ups run concurrently.
+-- - Writers (put, evict, invalidate, sweep) keep per-namespace entry/byte counts as deltas on one
+--   row per namespace; they serialize per namespace on that row, readers never wait for them.
+-- - Entries of a namespace live in aicost.cache_entries (logged: survives a crash) or
+--   aicost.cache_entries_unlogged (faster writes, emptied after a crash, together with its size row).
+
+CREATE TABLE aicost.cache_namespaces (
+    namespace      text PRIMARY KEY CHECK (namespace <> ''),
+    max_entries    bigint CHECK (max_entries > 0),
+    max_bytes      bigint CHECK (max_bytes > 0),
+    eviction       text NOT NULL DEFAULT 'lru' CHECK (eviction IN ('lru', 'lfu')),
+    default_ttl    interval CHECK (default_ttl >= interval '0'),
+    cost_aware_ttl boolean NOT NULL DEFAULT false,
+    durability     text NOT NULL DEFAULT 'logged' CHECK (durability IN ('logged', 'unlogged')),
+    hits           bigint NOT NULL DEFAULT 0,
+    misses         bigint NOT NULL DEFAULT 0,
+    saved_usd      numeric NOT NULL DEFAULT 0,
+    puts           bigint NOT NULL DEFAULT 0,
+    evictions      bigint NOT NULL DEFAULT 0,
+    expirations    bigint NOT NULL DEFAULT 0,
+    stats_reset    timestamptz
+);
+COMMENT ON TABLE aicost.cache_namespaces IS 'Response-cache namespaces: policy (set with ai_cache_namespace_set) and rolled-up statistics';
+COMMENT ON COLUMN aicost.cache_namespaces.namespace IS 'Namespace name; part of every cache key';
+COMMENT ON COLUMN aicost.cache_namespaces.max_entries IS 'Entry limit; NULL = aicost.cache_max_entries';
+COMMENT ON COLUMN aicost.cache_namespaces.max_bytes IS 'Size limit in bytes (request + response as stored); NULL = unbounded';
+COMMENT ON COLUMN aicost.cache_namespaces.eviction IS 'lru (least recently used first) or lfu (least frequently used first, then least recent)';
+COMMENT ON COLUMN aicost.cache_namespaces.default_ttl IS 'TTL when ai_cache_put gives none; NULL = aicost.cache_default_ttl; 0 = never expires';
+COMMENT ON COLUMN aicost.cache_namespaces.cost_aware_ttl IS 'Expensive and popular entries live longer: ttl x least(8, 1 + 100 x cost_usd + log2(1 + hits))';
+COMMENT ON COLUMN aicost.cache_namespaces.durability IS 'logged (survives a crash) or unlogged (faster writes, emptied after a crash)';
+COMMENT ON COLUMN aicost.cache_namespaces.hits IS 'Rolled-up hits (aicost.cache_stats adds the pending event log)';
+COMMENT ON COLUMN aicost.cache_namespaces.misses IS 'Rolled-up misses';
+COMMENT ON COLUMN aicost.cache_namespaces.saved_usd IS 'Rolled-up money saved: the cost of producing each entry, once per hit';
+COMMENT ON COLUMN aicost.cache_namespaces.puts IS 'Entries written';
+COMMENT ON COLUMN aicost.cache_namespaces.evictions IS 'Entries evicted by the size limits';
+COMMENT ON COLUMN aicost.cache_namespaces.expirations IS 'Expired entries removed';
+COMMENT ON COLUMN aicost.cache_namespaces.stats_reset IS 'When the statistics were last reset';
+
+CREATE TABLE aicost.cache_entries (
+    key         text PRIMARY KEY CHECK (key ~ '^[0-9a-f]{64}$'),
+    namespace   text NOT NULL,
+    model       text NOT NULL,
+    request     jsonb NOT NULL,
+    response    jsonb NOT NULL,
+    cost        numeric CHECK (cost >= 0),
+    bytes       integer NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ttl         interval,
+    expires_at  timestamptz,
+    hits        bigint NOT NULL DEFAULT 0,
+    last_hit_at timestamptz
+);
+CREATE INDEX cache_entries_namespace_idx ON aicost.cache_entries (namespace, expires_at);
+CREATE UNLOGGED TABLE aicost.cache_entries_unlogged (LIKE aicost.cache_entries INCLUDING ALL);
+
+CREATE TABLE aicost.cache_sizes (
+    namespace text PRIMARY KEY,
+    entries   bigint NOT NULL DEFAULT 0,
+    bytes     bigint NOT NULL DEFAULT 0
+);
+CREATE UNLOGGED TABLE aicost.cache_sizes_unlogged (LIKE aicost.cache_sizes INCLUDING ALL);
+
+CREATE UNLOGGED TABLE aicost.cache_events (
+    namespace text NOT NULL,
+    key       text NOT NULL,
+    hit       boolean NOT NULL,
+    saved_usd numeric,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['cache_entries', 'cache_entries_unlogged'] LOOP
+        EXECUTE format('COMMENT ON TABLE aicost.%I IS %L', t, CASE t
+            WHEN 'cache_entries' THEN 'Cached LLM responses of logged namespaces'
+            ELSE 'Cached LLM responses of unlogged namespaces (emptied after a crash)' END);
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.key IS %L', t, 'ai_cache_key(): hex SHA-256 of (namespace, model, canonical request)');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.namespace IS %L', t, 'Namespace');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.model IS %L', t, 'Canonical model name (or the name given, if not in the catalog)');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.request IS %L', t, 'The request, for audit and invalidation (never indexed)');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.response IS %L', t, 'The cached response');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.cost IS %L', t, 'USD it cost to produce the response (its usage priced by ai_cost, or given); saved on every hit');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.bytes IS %L', t, 'Stored size of request and response');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.created_at IS %L', t, 'When the entry was written');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.ttl IS %L', t, 'Base time to live; NULL = never expires');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.expires_at IS %L', t, 'After this instant the entry is never returned; NULL = never');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.hits IS %L', t, 'Rolled-up hit count (LFU)');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.last_hit_at IS %L', t, 'Rolled-up last hit (LRU)');
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['cache_sizes', 'cache_sizes_unlogged'] LOOP
+        EXECUTE format('COMMENT ON TABLE aicost.%I IS %L', t, 'Entry count and bytes per namespace, kept as deltas by writers'
+            || CASE WHEN t = 'cache_sizes' THEN '' ELSE ' (unlogged namespaces; emptied with their entries after a crash)' END);
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.namespace IS %L', t, 'Namespace');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.entries IS %L', t, 'Entries stored');
+        EXECUTE format('COMMENT ON COLUMN aicost.%I.bytes IS %L', t, 'Bytes stored');
+    END LOOP;
+END
+$$;
+COMMENT ON TABLE aicost.cache_events IS 'Append-only log of cache gets (unlogged), rolled up by ai_cache_sweep() and eviction';
+COMMENT ON COLUMN aicost.cache_events.namespace IS 'Namespace';
+COMMENT ON COLUMN aicost.cache_events.key IS 'Cache key';
+COMMENT ON COLUMN aicost.cache_events.hit IS 'true = hit, false = miss';
+COMMENT ON COLUMN aicost.cache_events.saved_usd IS 'Cost of the entry, for hits';
+COMMENT ON COLUMN aicost.cache_events.at IS 'When';
+
+-- Policies are user configuration (dumped); entries are a cache (not dumped).
+SELECT pg_catalog.pg_extension_config_dump('aicost.cache_namespaces', '');
+
+-- Moves the event log into entry hit counts and namespace totals. Each event is deleted, hence
+-- counted, exactly once, even with concurrent roll-ups.
+CREATE FUNCTION aicost._cache_rollup() RETURNS bigint
+LANGUAGE sql AS $$
+    WITH ev AS (
+        DELETE FROM aicost.cache_events RETURNING namespace, key, hit, saved_usd, at
+    ),
+    per_key AS (
+        SELECT e.key, count(*) AS hits, max(e.at) AS last FROM ev e WHERE e.hit GROUP BY e.key
+    ),
+    logged AS (
+        UPDATE aicost.cache_entries c
+           SET hits = c.hits + k.hits, last_hit_at = greatest(c.last_hit_at, k.last)
+          FROM per_key k WHERE c.key = k.key
+    ),
+    unlogged AS (
+        UPDATE aicost.cache_entries_unlogged c
+           SET hits = c.hits + k.hits, last_hit_at = greatest(c.last_hit_at, k.last)
+          FROM per_key k WHERE c.key = k.key
+    ),
+    totals AS (
+        INSERT INTO aicost.cache_namespaces AS n (namespace, hits, misses, saved_usd)
+        SELECT e.namespace, count(*) FILTER (WHERE e.hit), count(*) FILTER (WHERE NOT e.hit),
+               coalesce(sum(e.saved_usd), 0)
+          FROM ev e GROUP BY e.namespace
+        ON CONFLICT (namespace) DO UPDATE
+           SET hits = n.hits + excluded.hits, misses = n.misses + excluded.misses,
+               saved_usd = n.saved_usd + excluded.saved_usd
+    )
+    SELECT count(*) FROM ev;
+$$;
+COMMENT ON FUNCTION aicost._cache_rollup() IS 'Internal: rolls the cache event log up into entry hit counts and namespace totals (exactly once)';
+
+-- The effective policy of a namespace: its row, or the GUC defaults.
+CREATE FUNCTION aicost._cache_policy(p_namespace text,
+    OUT max_entries bigint, OUT max_bytes bigint, OUT eviction text, OUT default_ttl interval,
+    OUT cost_aware_ttl boolean, OUT durability text)
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(n.max_entries, coalesce(nullif(current_setting('aicost.cache_max_entries', true), ''), '100000')::bigint),
+           n.max_bytes,
+           coalesce(n.eviction, 'lru'),
+           coalesce(n.default_ttl, coalesce(nullif(current_setting('aicost.cache_default_ttl', true), ''), '1 day')::interval),
+           coalesce(n.cost_aware_ttl, false),
+           coalesce(n.durability, 'logged')
+      FROM (SELECT 1) one
+      LEFT JOIN aicost.cache_namespaces n ON n.namespace = p_namespace;
+$$;
+COMMENT ON FUNCTION aicost._cache_policy(text) IS 'Internal: a namespace''s policy with GUC defaults filled in';
+
+CREATE FUNCTION aicost._cache_ttl_factor(p_cost numeric, p_hits bigint) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT least(8, 1 + 100 * coalesce(p_cost, 0) + log(2, 1 + p_hits))
+$$;
+COMMENT ON FUNCTION aicost._cache_ttl_factor(numeric, bigint) IS 'Cost-aware TTL multiplier: least(8, 1 + 100 x cost_usd + log2(1 + hits))';
+
+-- Applies entry/byte deltas to a namespace's size row; returns the new totals.
+CREATE FUNCTION aicost._cache_size_add(p_namespace text, p_durability text, p_entries bigint, p_bytes bigint,
+    OUT entries bigint, OUT bytes bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_durability = 'unlogged' THEN
+        INSERT INTO aicost.cache_sizes_unlogged AS s (namespace, entries, bytes)
+        VALUES (p_namespace, p_entries, p_bytes)
+        ON CONFLICT (namespace) DO UPDATE SET entries = s.entries + excluded.entries, bytes = s.bytes + excluded.bytes
+        RETURNING s.entries, s.bytes INTO entries, bytes;
+    ELSE
+        INSERT INTO aicost.cache_sizes AS s (namespace, entries, bytes)
+        VALUES (p_namespace, p_entries, p_bytes)
+        ON CONFLICT (namespace) DO UPDATE SET entries = s.entries + excluded.entries, bytes = s.bytes + excluded.bytes
+        RETURNING s.entries, s.bytes INTO entries, bytes;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION aicost._cache_size_add(text, text, bigint, bigint) IS 'Internal: adds entry and byte deltas to a namespace''s size row (serializes writers of one namespace)';
+
+-- Evicts expired entries, then the least valuable ones by the namespace's policy, until it fits.
+CREATE FUNCTION aicost._cache_evict(p_namespace text, p_keep text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    pol record;
+    sz record;
+    v_expired bigint := 0;
+    v_evicted bigint := 0;
+    v_bytes bigint := 0;
+    v_tab text;
+BEGIN
+    pol := aicost._cache_policy(p_namespace);
+    v_tab := CASE pol.durability WHEN 'unlogged' THEN 'aicost.cache_entries_unlogged' ELSE 'aicost.cache_entries' END;
+    PERFORM aicost._cache_rollup();
+    EXECUTE format('WITH d AS (DELETE FROM %s c WHERE c.namespace = $1 AND c.expires_at <= clock_timestamp()
+                               RETURNING c.bytes)
+                    SELECT count(*), coalesce(sum(d.bytes), 0) FROM d', v_tab)
+       INTO v_expired, v_bytes USING p_namespace;
+    sz := aicost._cache_size_add(p_namespace, pol.durability, -v_expired, -v_bytes);
+    IF sz.entries > pol.max_entries OR sz.bytes > coalesce(pol.max_bytes, sz.bytes) THEN
+        EXECUTE format($q$
+            WITH ranked AS (
+                SELECT c.key, c.bytes,
+                       row_number() OVER w AS rn,
+                       sum(c.bytes) OVER w - c.bytes AS bytes_before
+                  FROM %s c
+                 WHERE c.namespace = $1 AND c.key <> $2
+                WINDOW w AS (ORDER BY %s)
+            ), d AS (
+                DELETE FROM %s c USING ranked r
+                 WHERE c.key = r.key AND (r.rn <= $3 OR r.bytes_before < $4)
+                RETURNING c.bytes
+            )
+            SELECT count(*), coalesce(sum(d.bytes), 0) FROM d$q$,
+            v_tab,
+            CASE pol.eviction
+                WHEN 'lfu' THEN 'c.hits, coalesce(c.last_hit_at, c.created_at), c.key'
+                ELSE 'coalesce(c.last_hit_at, c.created_at), c.key' END,
+            v_tab)
+           INTO v_evicted, v_bytes
+          USING p_namespace, p_keep, sz.entries - pol.max_entries,
+                sz.bytes - coalesce(pol.max_bytes, sz.bytes);
+        PERFORM aicost._cache_size_add(p_namespace, pol.durability, -v_evicted, -v_bytes);
+    END IF;
+    UPDATE aicost.cache_namespaces n
+       SET evictions = n.evictions + v_evicted, expirations = n.expirations + v_expired
+     WHERE n.namespace = p_namespace;
+    RETURN v_evicted;
+END
+$$;
+COMMENT ON FUNCTION aicost._cache_evict(text, text) IS 'Internal: removes expired entries, then evicts by LRU or LFU until the namespace fits its limits (never p_keep)';
+
+CREATE FUNCTION ai_cache_get(model text, request jsonb, namespace text DEFAULT 'default')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    k text := @extschema@.ai_cache_key(ai_cache_get.model, ai_cache_get.request, ai_cache_get.namespace);
+    r jsonb;
+    c numeric;
+BEGIN
+    SELECT e.response, e.cost INTO r, c FROM aicost.cache_entries e
+     WHERE e.key = k AND (e.expires_at IS NULL OR e.expires_at > clock_timestamp());
+    IF NOT FOUND THEN
+        SELECT e.response, e.cost INTO r, c FROM aicost.cache_entries_unlogged e
+         WHERE e.key = k AND (e.expires_at IS NULL OR e.expires_at > clock_timestamp());
+    END IF;
+    -- Statistics need a write; a read-only transaction (or standby) still gets its answer.
+    IF NOT pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        INSERT INTO aicost.cache_events (namespace, key, hit, saved_usd)
+        VALUES (ai_cache_get.namespace, k, r IS NOT NULL, CASE WHEN r IS NOT NULL THEN c END);
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_get(text, jsonb, text) IS 'The cached response for (model, request) in a namespace, or NULL on a miss or an expired entry; counts the hit or miss';
+
+CREATE FUNCTION ai_cache_put(model text, request jsonb, response jsonb, ttl interval DEFAULT NULL,
+                             namespace text DEFAULT 'default', cost numeric DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    k text := @extschema@.ai_cache_key(ai_cache_put.model, ai_cache_put.request, ai_cache_put.namespace);
+    pol record;
+    sz record;
+    v_model text;
+    v_cost numeric;
+    v_ttl interval;
+    v_base interval;
+    v_bytes integer;
+    v_old integer;
+    v_max integer := coalesce(nullif(current_setting('aicost.cache_max_response_bytes', true), ''), '1048576')::integer;
+BEGIN
+    IF ai_cache_put.response IS NULL THEN
+        RAISE EXCEPTION 'response must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF ai_cache_put.ttl IS NOT NULL AND ai_cache_put.ttl <= interval '0' THEN
+        RAISE EXCEPTION 'ttl must be positive, not %', ai_cache_put.ttl
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave ttl NULL for the namespace default.';
+    END IF;
+    IF ai_cache_put.cost < 0 THEN
+        RAISE EXCEPTION 'cost must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_bytes := pg_column_size(ai_cache_put.response);
+    IF v_bytes > v_max THEN
+        RAISE EXCEPTION 'response of % bytes exceeds aicost.cache_max_response_bytes (%)', v_bytes, v_max
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    v_bytes := v_bytes + pg_column_size(ai_cache_put.request);
+    pol := aicost._cache_policy(ai_cache_put.namespace);
+    INSERT INTO aicost.cache_namespaces AS n (namespace, puts) VALUES (ai_cache_put.namespace, 1)
+    ON CONFLICT (namespace) DO UPDATE SET puts = n.puts + 1;
+    v_model := aicost._cache_model(ai_cache_put.model);
+    v_cost := coalesce(ai_cache_put.cost, aicost._response_cost(ai_cache_put.model, ai_cache_put.response));
+    v_base := coalesce(ai_cache_put.ttl, nullif(pol.default_ttl, interval '0'));
+    v_ttl := v_base;
+    IF pol.cost_aware_ttl AND v_ttl IS NOT NULL THEN
+        v_ttl := v_ttl * aicost._cache_ttl_factor(v_cost, 0);
+    END IF;
+    IF pol.durability = 'unlogged' THEN
+        SELECT e.bytes INTO v_old FROM aicost.cache_entries_unlogged e WHERE e.key = k FOR UPDATE;
+        INSERT INTO aicost.cache_entries_unlogged AS e
+               (key, namespace, model, request, response, cost, bytes, ttl, expires_at)
+        VALUES (k, ai_cache_put.namespace, v_model, ai_cache_put.request, ai_cache_put.response,
+                v_cost, v_bytes, v_base, clock_timestamp() + v_ttl)
+        ON CONFLICT (key) DO UPDATE
+           SET response = excluded.response, request = excluded.request, cost = excluded.cost,
+               bytes = excluded.bytes, created_at = excluded.created_at, ttl = excluded.ttl,
+               expires_at = excluded.expires_at, hits = 0, last_hit_at = NULL;
+    ELSE
+        SELECT e.bytes INTO v_old FROM aicost.cache_entries e WHERE e.key = k FOR UPDATE;
+        INSERT INTO aicost.cache_entries AS e
+               (key, namespace, model, request, response, cost, bytes, ttl, expires_at)
+        VALUES (k, ai_cache_put.namespace, v_model, ai_cache_put.request, ai_cache_put.response,
+                v_cost, v_bytes, v_base, clock_timestamp() + v_ttl)
+        ON CONFLICT (key) DO UPDATE
+           SET response = excluded.response, request = excluded.request, cost = excluded.cost,
+               bytes = excluded.bytes, created_at = excluded.created_at, ttl = excluded.ttl,
+               expires_at = excluded.expires_at, hits = 0, last_hit_at = NULL;
+    END IF;
+    sz := aicost._cache_size_add(ai_cache_put.namespace, pol.durability,
+                                 CASE WHEN v_old IS NULL THEN 1 ELSE 0 END, v_bytes - coalesce(v_old, 0));
+    IF sz.entries > pol.max_entries OR sz.bytes > coalesce(pol.max_bytes, sz.bytes) THEN
+        PERFORM aicost._cache_evict(ai_cache_put.namespace, k);
+    END IF;
+    RETURN k;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_put(text, jsonb, jsonb, interval, text, numeric) IS 'Caches a response for (model, request); ttl NULL = namespace default; cost NULL = the response''s usage priced by ai_cost; evicts when the namespace is over its limits; returns the key';
+
+-- Stampede protection. Status 'hit': here is the response. 'compute': you are the one caller that
+-- should produce it; call ai_cache_put in this same transaction (the lock is transaction-scoped,
+-- so it is released at commit or abort and never leaks). Other callers wait up to wait_timeout for
+-- the computing caller to finish and then get 'hit' (or become the computing caller if it aborted);
+-- 'timeout' if it took longer. Needs READ COMMITTED, so the waiter sees the committed entry.
+CREATE FUNCTION ai_cache_get_or_lock(model text, request jsonb, namespace text DEFAULT 'default',
+                                     wait_timeout interval DEFAULT '30 seconds',
+                                     OUT status text, OUT response jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    k text := @extschema@.ai_cache_key(ai_cache_get_or_lock.model, ai_cache_get_or_lock.request,
+                                       ai_cache_get_or_lock.namespace);
+    -- Advisory lock (class, object): a fixed class keeps clear of the application's own locks.
+    v_class integer := 1634296691;  -- 'aics'
+    v_obj integer := ('x' || substr(k, 1, 8))::bit(32)::integer;
+    v_deadline timestamptz := clock_timestamp() + wait_timeout;
+    v_old_timeout text := current_setting('lock_timeout');
+    v_left interval;
+BEGIN
+    IF wait_timeout IS NULL OR wait_timeout < interval '0' THEN
+        RAISE EXCEPTION 'wait_timeout must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    response := @extschema@.ai_cache_get(ai_cache_get_or_lock.model, ai_cache_get_or_lock.request,
+                                         ai_cache_get_or_lock.namespace);
+    LOOP
+        IF response IS NOT NULL THEN
+            status := 'hit';
+            RETURN;
+        END IF;
+        IF pg_try_advisory_xact_lock(v_class, v_obj) THEN
+            status := 'compute';
+            RETURN;
+        END IF;
+        v_left := v_deadline - clock_timestamp();
+        IF v_left <= interval '0' THEN
+            status := 'timeout';
+            RETURN;
+        END IF;
+        -- Wait for the computing caller's transaction to end: a shared session lock conflicts with
+        -- its exclusive transaction lock; take it and let it go at once.
+        PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM v_left) * 1000))::bigint::text, true);
+        BEGIN
+            PERFORM pg_advisory_lock_shared(v_class, v_obj);
+            PERFORM pg_advisory_unlock_shared(v_class, v_obj);
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM set_config('lock_timeout', v_old_timeout, true);
+            status := 'timeout';
+            RETURN;
+        END;
+        PERFORM set_config('lock_timeout', v_old_timeout, true);
+        SELECT e.response INTO response
+          FROM (SELECT c.response FROM aicost.cache_entries c
+                 WHERE c.key = k AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())
+                UNION ALL
+                SELECT c.response FROM aicost.cache_entries_unlogged c
+                 WHERE c.key = k AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())) e
+         LIMIT 1;
+        IF response IS NOT NULL AND NOT current_setting('transaction_read_only')::boolean THEN
+            -- The first lookup counted a miss; the wait ended in a hit after all.
+            INSERT INTO aicost.cache_events (namespace, key, hit, saved_usd)
+            SELECT ai_cache_get_or_lock.namespace, k, true, c.cost
+              FROM (SELECT cost FROM aicost.cache_entries WHERE key = k
+                    UNION ALL SELECT cost FROM aicost.cache_entries_unlogged WHERE key = k) c LIMIT 1;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_get_or_lock(text, jsonb, text, interval) IS 'Stampede-safe get: status hit (response given), compute (you alone should produce it and ai_cache_put it in this transaction) or timeout';
+
+-- Removes entries by key, namespace, model and/or age (at least one criterion); returns how many.
+CREATE FUNCTION ai_cache_invalidate(key text DEFAULT NULL, namespace text DEFAULT NULL,
+                                    model text DEFAULT NULL, older_than interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    v_model text;
+    v_n bigint := 0;
+    r record;
+BEGIN
+    IF key IS NULL AND namespace IS NULL AND model IS NULL AND older_than IS NULL THEN
+        RAISE EXCEPTION 'ai_cache_invalidate needs at least one of key, namespace, model, older_than'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'To empty the whole cache: SELECT ai_cache_invalidate(older_than => interval ''0'').';
+    END IF;
+    IF model IS NOT NULL THEN
+        v_model := aicost._cache_model(ai_cache_invalidate.model);
+    END IF;
+    FOR r IN
+        WITH d AS (
+            DELETE FROM aicost.cache_entries c
+             WHERE (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
+               AND (ai_cache_invalidate.namespace IS NULL OR c.namespace = ai_cache_invalidate.namespace)
+               AND (v_model IS NULL OR c.model = v_model)
+               AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
+            RETURNING c.namespace, c.bytes, 'logged' AS durability
+        ), du AS (
+            DELETE FROM aicost.cache_entries_unlogged c
+             WHERE (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
+               AND (ai_cache_invalidate.namespace IS NULL OR c.namespace = ai_cache_invalidate.namespace)
+               AND (v_model IS NULL OR c.model = v_model)
+               AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
+            RETURNING c.namespace, c.bytes, 'unlogged' AS durability
+        )
+        SELECT a.namespace, a.durability, count(*) AS n, sum(a.bytes) AS b
+          FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
+         GROUP BY a.namespace, a.durability
+    LOOP
+        PERFORM aicost._cache_size_add(r.namespace, r.durability, -r.n, -r.b);
+        v_n := v_n + r.n;
+    END LOOP;
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_invalidate(text, text, text, interval) IS 'Removes cache entries matching all given criteria (key, namespace, model, created at least older_than ago); returns the number removed';
+
+-- Removes expired entries of every namespace and rolls the event log up; returns entries removed.
+CREATE FUNCTION ai_cache_sweep() RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_n bigint := 0;
+    r record;
+BEGIN
+    PERFORM aicost._cache_rollup();
+    -- Cost-aware namespaces: popular entries live longer (never revives an expired one).
+    UPDATE aicost.cache_entries c
+       SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
+      FROM aicost.cache_namespaces n
+     WHERE n.namespace = c.namespace AND n.cost_aware_ttl AND c.hits > 0 AND c.expires_at > clock_timestamp();
+    UPDATE aicost.cache_entries_unlogged c
+       SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
+      FROM aicost.cache_namespaces n
+     WHERE n.namespace = c.namespace AND n.cost_aware_ttl AND c.hits > 0 AND c.expires_at > clock_timestamp();
+    FOR r IN
+        WITH d AS (
+            DELETE FROM aicost.cache_entries c WHERE c.expires_at <= clock_timestamp()
+            RETURNING c.namespace, c.bytes, 'logged' AS durability
+        ), du AS (
+            DELETE FROM aicost.cache_entries_unlogged c WHERE c.expires_at <= clock_timestamp()
+            RETURNING c.namespace, c.bytes, 'unlogged' AS durability
+        )
+        SELECT a.namespace, a.durability, count(*) AS n, sum(a.bytes) AS b
+          FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
+         GROUP BY a.namespace, a.durability
+    LOOP
+        PERFORM aicost._cache_size_add(r.namespace, r.durability, -r.n, -r.b);
+        INSERT INTO aicost.cache_namespaces AS ns (namespace, expirations) VALUES (r.namespace, r.n)
+        ON CONFLICT (namespace) DO UPDATE SET expirations = ns.expirations + excluded.expirations;
+        v_n := v_n + r.n;
+    END LOOP;
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_sweep() IS 'Removes expired cache entries and rolls up the statistics log; returns the number of entries removed (run it periodically, e.g. with pg_cron)';
+
+-- Bulk-loads entries: a JSON array of {"model", "request", "response"[, "ttl", "cost"]}, atomically.
+CREATE FUNCTION ai_cache_warm(namespace text, entries jsonb) RETURNS integer
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    e jsonb;
+    i integer := 0;
+BEGIN
+    IF entries IS NULL OR jsonb_typeof(entries) <> 'array' THEN
+        RAISE EXCEPTION 'entries must be a JSON array of {"model", "request", "response"} objects'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR e IN SELECT x FROM jsonb_array_elements(entries) AS x LOOP
+        i := i + 1;
+        IF jsonb_typeof(e) <> 'object' OR NOT e ?& ARRAY['model', 'request', 'response']
+           OR jsonb_typeof(e -> 'model') <> 'string' THEN
+            RAISE EXCEPTION 'entry % must be an object with "model" (string), "request" and "response"', i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM @extschema@.ai_cache_put(e ->> 'model', e -> 'request', e -> 'response',
+                                         (e ->> 'ttl')::interval, ai_cache_warm.namespace, (e ->> 'cost')::numeric);
+    END LOOP;
+    RETURN i;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_warm(text, jsonb) IS 'Bulk-loads cache entries (a JSON array of {model, request, response[, ttl, cost]}) in one call; all or nothing; returns the number loaded';
+
+-- Sets a namespace's policy. Unchanged arguments (NULL) keep the current value.
+CREATE FUNCTION ai_cache_namespace_set(namespace text, max_entries bigint DEFAULT NULL, max_bytes bigint DEFAULT NULL,
+                                       eviction text DEFAULT NULL, default_ttl interval DEFAULT NULL,
+                                       cost_aware_ttl boolean DEFAULT NULL, durability text DEFAULT NULL)
+RETURNS aicost.cache_namespaces
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    old_durability text;
+    r aicost.cache_namespaces;
+BEGIN
+    IF namespace IS NULL OR namespace = '' THEN
+        RAISE EXCEPTION 'namespace must be a non-empty name' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF eviction IS NOT NULL AND eviction NOT IN ('lru', 'lfu') THEN
+        RAISE EXCEPTION 'unknown eviction policy "%"', eviction
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Eviction policies are lru and lfu.';
+    END IF;
+    IF durability IS NOT NULL AND durability NOT IN ('logged', 'unlogged') THEN
+        RAISE EXCEPTION 'unknown durability "%"', durability
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Durability is logged or unlogged.';
+    END IF;
+    IF max_entries <= 0 OR max_bytes <= 0 OR default_ttl < interval '0' THEN
+        RAISE EXCEPTION 'limits must be positive and default_ttl non-negative (0 = never expires)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT n.durability INTO old_durability FROM aicost.cache_namespaces n
+     WHERE n.namespace = ai_cache_namespace_set.namespace FOR UPDATE;
+    INSERT INTO aicost.cache_namespaces AS n (namespace, max_entries, max_bytes, eviction, default_ttl, cost_aware_ttl, durability)
+    VALUES (ai_cache_namespace_set.namespace, ai_cache_namespace_set.max_entries, ai_cache_namespace_set.max_bytes,
+            coalesce(ai_cache_namespace_set.eviction, 'lru'), ai_cache_namespace_set.default_ttl,
+            coalesce(ai_cache_namespace_set.cost_aware_ttl, false), coalesce(ai_cache_namespace_set.durability, 'logged'))
+    ON CONFLICT (namespace) DO UPDATE
+       SET max_entries = coalesce(excluded.max_entries, n.max_entries) ,
+           max_bytes = coalesce(ai_cache_namespace_set.max_bytes, n.max_bytes),
+           eviction = coalesce(ai_cache_namespace_set.eviction, n.eviction),
+           default_ttl = coalesce(ai_cache_namespace_set.default_ttl, n.default_ttl),
+           cost_aware_ttl = coalesce(ai_cache_namespace_set.cost_aware_ttl, n.cost_aware_ttl),
+           durability = coalesce(ai_cache_namespace_set.durability, n.durability)
+    RETURNING n.* INTO r;
+    -- Durability moved: move the entries and their size row with it.
+    IF coalesce(old_durability, 'logged') <> r.durability THEN
+        IF r.durability = 'unlogged' THEN
+            WITH m AS (DELETE FROM aicost.cache_entries c WHERE c.namespace = r.namespace RETURNING c.*)
+            INSERT INTO aicost.cache_entries_unlogged SELECT * FROM m;
+            WITH m AS (DELETE FROM aicost.cache_sizes s WHERE s.namespace = r.namespace RETURNING s.*)
+            INSERT INTO aicost.cache_sizes_unlogged SELECT * FROM m;
+        ELSE
+            WITH m AS (DELETE FROM aicost.cache_entries_unlogged c WHERE c.namespace = r.namespace RETURNING c.*)
+            INSERT INTO aicost.cache_entries SELECT * FROM m;
+            WITH m AS (DELETE FROM aicost.cache_sizes_unlogged s WHERE s.namespace = r.namespace RETURNING s.*)
+            INSERT INTO aicost.cache_sizes SELECT * FROM m;
+        END IF;
+    END IF;
+    PERFORM aicost._cache_evict(r.namespace, '');
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_namespace_set(text, bigint, bigint, text, interval, boolean, text) IS 'Sets a cache namespace''s policy (NULL arguments keep the current value): size limits, lru or lfu eviction, default TTL, cost-aware TTL, logged or unlogged durability';
+
+CREATE VIEW aicost.cache_stats AS
+SELECT ns.namespace,
+       coalesce(sz.entries, 0) AS entries,
+       coalesce(sz.bytes, 0) AS bytes,
+       coalesce(n.hits, 0) + coalesce(ev.hits, 0) AS hits,
+       coalesce(n.misses, 0) + coalesce(ev.misses, 0) AS misses,
+       round((coalesce(n.hits, 0) + coalesce(ev.hits, 0))::numeric
+             / nullif(coalesce(n.hits, 0) + coalesce(ev.hits, 0) + coalesce(n.misses, 0) + coalesce(ev.misses, 0), 0), 4) AS hit_ratio,
+       coalesce(n.saved_usd, 0) + coalesce(ev.saved_usd, 0) AS saved_usd,
+       coalesce(n.puts, 0) AS puts,
+       coalesce(n.evictions, 0) AS evictions,
+       coalesce(n.expirations, 0) AS expirations,
+       coalesce(n.eviction, 'lru') AS eviction,
+       coalesce(n.durability, 'logged') AS durability,
+       n.stats_reset
+  FROM (SELECT namespace FROM aicost.cache_namespaces
+        UNION SELECT namespace FROM aicost.cache_sizes
+        UNION SELECT namespace FROM aicost.cache_sizes_unlogged
+        UNION SELECT namespace FROM aicost.cache_events) ns
+  LEFT JOIN aicost.cache_namespaces n ON n.namespace = ns.namespace
+  LEFT JOIN (SELECT namespace, entries, bytes FROM aicost.cache_sizes
+             UNION ALL SELECT namespace, entries, bytes FROM aicost.cache_sizes_unlogged) sz ON sz.namespace = ns.namespace
+  LEFT JOIN (SELECT e.namespace, count(*) FILTER (WHERE e.hit) AS hits, count(*) FILTER (WHERE NOT e.hit) AS misses,
+                    sum(e.saved_usd) AS saved_usd
+               FROM aicost.cache_events e GROUP BY e.namespace) ev ON ev.namespace = ns.namespace;
+COMMENT ON VIEW aicost.cache_stats IS 'Response cache per namespace: entries, bytes, hits, misses, hit ratio, money saved, puts, evictions, expirations (pg_stat style: exact, includes not yet rolled-up events)';
+
+CREATE FUNCTION ai_cache_stats_reset(namespace text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM aicost._cache_rollup();
+    UPDATE aicost.cache_namespaces n
+       SET hits = 0, misses = 0, saved_usd = 0, puts = 0, evictions = 0, expirations = 0, stats_reset = now()
+     WHERE ai_cache_stats_reset.namespace IS NULL OR n.namespace = ai_cache_stats_reset.namespace;
+END
+$$;
+COMMENT ON FUNCTION ai_cache_stats_reset(text) IS 'Resets the response-cache statistics of one namespace (or all)';
