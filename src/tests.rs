@@ -271,7 +271,7 @@ mod tests {
             one::<i64>(
                 "SELECT cardinality(extconfig)::bigint FROM pg_extension WHERE extname = 'pg_aicost'"
             ),
-            Some(4)
+            Some(5)
         );
         let uncommented = text(
             "(SELECT string_agg(c.relname || coalesce('.' || a.attname, ''), ', ')
@@ -290,5 +290,323 @@ mod tests {
                 AND p.pronamespace::regnamespace::text <> 'tests')",
         );
         assert_eq!(undocumented_functions, "NULL", "functions without COMMENT");
+    }
+
+    // ---- response cache ----
+
+    const REQ: &str = r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}"#;
+
+    fn put(ns: &str, req: &str, resp: &str) -> String {
+        text(&format!(
+            "ai_cache_put('gpt-4o', '{req}', '{resp}', namespace => '{ns}')"
+        ))
+    }
+
+    fn get(ns: &str, req: &str) -> String {
+        text(&format!(
+            "ai_cache_get('gpt-4o', '{req}', namespace => '{ns}')"
+        ))
+    }
+
+    #[pg_test]
+    fn cache_hits_ignore_key_order_and_whitespace_but_not_fields() {
+        put("t", REQ, r#"{"answer": 1}"#);
+        let reordered = r#"{"temperature":0.50,"messages":[{"content":"hi","role":"user"}]}"#;
+        assert_eq!(
+            text(&format!(
+                "ai_cache_get('openai/gpt-4o', '{reordered}', namespace => 't')"
+            )),
+            r#"{"answer": 1}"#
+        );
+        let hotter = r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 0.7}"#;
+        assert_eq!(get("t", hotter), "NULL");
+        let seeded =
+            r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "seed": 7}"#;
+        assert_eq!(get("t", seeded), "NULL");
+        assert_eq!(get("other-namespace", REQ), "NULL");
+        assert_eq!(
+            text(&format!(
+                "ai_cache_get('gpt-4o-mini', '{REQ}', namespace => 't')"
+            )),
+            "NULL"
+        );
+    }
+
+    #[pg_test]
+    fn cache_stores_cost_and_counts_money_saved() {
+        let resp = r#"{"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 500}}"#;
+        let key = put("s", REQ, resp);
+        assert_eq!(
+            text(&format!(
+                "(SELECT cost FROM aicost.cache_entries WHERE key = '{key}')"
+            )),
+            "0.0075"
+        );
+        for _ in 0..3 {
+            get("s", REQ);
+        }
+        get("s", r#"{"other": true}"#);
+        let stats = "(SELECT row(entries, hits, misses, hit_ratio, saved_usd, puts) FROM aicost.cache_stats WHERE namespace = 's')";
+        assert_eq!(text(stats), "(1,3,1,0.7500,0.0225,1)");
+        // Rolling the log up changes nothing visible.
+        Spi::run("SELECT ai_cache_sweep()").unwrap();
+        assert_eq!(text(stats), "(1,3,1,0.7500,0.0225,1)");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM aicost.cache_events"),
+            Some(0)
+        );
+        // An explicit cost wins over the usage object.
+        let key = text(&format!(
+            "ai_cache_put('gpt-4o', '{{\"q\": 2}}', '{resp}', namespace => 's', cost => 0.5)"
+        ));
+        assert_eq!(
+            text(&format!(
+                "(SELECT cost FROM aicost.cache_entries WHERE key = '{key}')"
+            )),
+            "0.5"
+        );
+        // A response without usage is cached with unknown (NULL) cost, never 0.
+        let key = put("s", r#"{"q": 3}"#, r#"{"text": "no usage"}"#);
+        assert_eq!(
+            text(&format!(
+                "(SELECT cost FROM aicost.cache_entries WHERE key = '{key}')"
+            )),
+            "NULL"
+        );
+    }
+
+    #[pg_test]
+    fn expired_entries_are_never_returned() {
+        Spi::run(&format!("SELECT ai_cache_put('gpt-4o', '{REQ}', '{{\"a\": 1}}', ttl => interval '50 milliseconds', namespace => 'ttl')")).unwrap();
+        Spi::run(&format!("SELECT ai_cache_put('gpt-4o', '{{\"long\": 1}}', '{{\"a\": 2}}', ttl => interval '1 hour', namespace => 'ttl')")).unwrap();
+        assert_eq!(get("ttl", REQ), r#"{"a": 1}"#);
+        Spi::run("SELECT pg_sleep(0.1)").unwrap();
+        assert_eq!(get("ttl", REQ), "NULL");
+        assert_eq!(get("ttl", r#"{"long": 1}"#), r#"{"a": 2}"#);
+        assert_eq!(one::<i64>("SELECT ai_cache_sweep()"), Some(1));
+        assert_eq!(
+            text(
+                "(SELECT row(entries, expirations) FROM aicost.cache_stats WHERE namespace = 'ttl')"
+            ),
+            "(1,1)"
+        );
+        // Namespace default TTL and the GUC default.
+        Spi::run("SELECT ai_cache_namespace_set('ttl2', default_ttl => interval '2 hours')")
+            .unwrap();
+        let k = put("ttl2", REQ, "{}");
+        let left = text(&format!(
+            "(SELECT round(extract(epoch FROM expires_at - created_at) / 3600) FROM aicost.cache_entries WHERE key = '{k}')"
+        ));
+        assert_eq!(left, "2");
+        Spi::run("SET LOCAL aicost.cache_default_ttl = '0'").unwrap();
+        let k = put("ttl3", REQ, "{}");
+        assert_eq!(
+            text(&format!(
+                "(SELECT expires_at FROM aicost.cache_entries WHERE key = '{k}')"
+            )),
+            "NULL"
+        );
+    }
+
+    #[pg_test]
+    fn lru_evicts_least_recently_used() {
+        Spi::run("SELECT ai_cache_namespace_set('lru', max_entries => 3, eviction => 'lru')")
+            .unwrap();
+        for i in 1..=3 {
+            put(
+                "lru",
+                &format!(r#"{{"q": {i}}}"#),
+                &format!(r#"{{"a": {i}}}"#),
+            );
+            Spi::run("SELECT pg_sleep(0.002)").unwrap();
+        }
+        get("lru", r#"{"q": 1}"#); // 1 is now the most recently used; 2 the least
+        Spi::run("SELECT pg_sleep(0.002)").unwrap();
+        put("lru", r#"{"q": 4}"#, r#"{"a": 4}"#);
+        assert_eq!(get("lru", r#"{"q": 2}"#), "NULL");
+        for i in [1, 3, 4] {
+            assert_eq!(
+                get("lru", &format!(r#"{{"q": {i}}}"#)),
+                format!(r#"{{"a": {i}}}"#)
+            );
+        }
+        assert_eq!(
+            text(
+                "(SELECT row(entries, evictions) FROM aicost.cache_stats WHERE namespace = 'lru')"
+            ),
+            "(3,1)"
+        );
+    }
+
+    #[pg_test]
+    fn lfu_evicts_least_frequently_used() {
+        Spi::run("SELECT ai_cache_namespace_set('lfu', max_entries => 3, eviction => 'lfu')")
+            .unwrap();
+        for i in 1..=3 {
+            put(
+                "lfu",
+                &format!(r#"{{"q": {i}}}"#),
+                &format!(r#"{{"a": {i}}}"#),
+            );
+        }
+        for (i, n) in [(1, 4), (2, 1), (3, 3)] {
+            for _ in 0..n {
+                get("lfu", &format!(r#"{{"q": {i}}}"#));
+            }
+        }
+        Spi::run("SELECT pg_sleep(0.002)").unwrap();
+        // 2 was used most recently of all but least often: LFU evicts it (LRU would evict 1).
+        get("lfu", r#"{"q": 2}"#);
+        put("lfu", r#"{"q": 4}"#, r#"{"a": 4}"#);
+        put("lfu", r#"{"q": 5}"#, r#"{"a": 5}"#);
+        // 2 (2 hits) went first, then 4 (0 hits; the newest entry is never the one evicted).
+        assert_eq!(get("lfu", r#"{"q": 2}"#), "NULL");
+        assert_eq!(get("lfu", r#"{"q": 4}"#), "NULL");
+        for i in [1, 3, 5] {
+            assert_eq!(
+                get("lfu", &format!(r#"{{"q": {i}}}"#)),
+                format!(r#"{{"a": {i}}}"#)
+            );
+        }
+    }
+
+    #[pg_test]
+    fn byte_limit_and_invalidation() {
+        Spi::run("SELECT ai_cache_namespace_set('bytes', max_bytes => 400)").unwrap();
+        let big = format!(r#"{{"text": "{}"}}"#, "x".repeat(150));
+        for i in 1..=4 {
+            put("bytes", &format!(r#"{{"q": {i}}}"#), &big);
+        }
+        let (entries, bytes) = (
+            one::<i64>("SELECT entries FROM aicost.cache_stats WHERE namespace = 'bytes'").unwrap(),
+            one::<i64>("SELECT bytes FROM aicost.cache_stats WHERE namespace = 'bytes'").unwrap(),
+        );
+        assert!(
+            bytes <= 400 && entries == 2,
+            "{entries} entries, {bytes} bytes"
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT sum(bytes)::bigint FROM aicost.cache_entries WHERE namespace = 'bytes'"
+            ),
+            Some(bytes)
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT ai_cache_invalidate(namespace => 'bytes', model => 'openai/gpt-4o')"
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            text("(SELECT row(entries, bytes) FROM aicost.cache_stats WHERE namespace = 'bytes')"),
+            "(0,0)"
+        );
+        let k = put("inv", REQ, "{}");
+        assert_eq!(
+            one::<i64>(&format!("SELECT ai_cache_invalidate(key => '{k}')")),
+            Some(1)
+        );
+        assert_eq!(get("inv", REQ), "NULL");
+    }
+
+    #[pg_test]
+    fn unlogged_namespace_round_trip() {
+        Spi::run("SELECT ai_cache_namespace_set('fast', durability => 'unlogged')").unwrap();
+        let k = put("fast", REQ, r#"{"a": 1}"#);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM aicost.cache_entries_unlogged WHERE key = '{k}'"
+            )),
+            Some(1)
+        );
+        assert_eq!(get("fast", REQ), r#"{"a": 1}"#);
+        Spi::run("SELECT ai_cache_namespace_set('fast', durability => 'logged')").unwrap();
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM aicost.cache_entries WHERE key = '{k}'"
+            )),
+            Some(1)
+        );
+        assert_eq!(get("fast", REQ), r#"{"a": 1}"#);
+        assert_eq!(
+            text(
+                "(SELECT row(entries, durability) FROM aicost.cache_stats WHERE namespace = 'fast')"
+            ),
+            "(1,logged)"
+        );
+    }
+
+    #[pg_test]
+    fn warm_loads_many_entries_atomically() {
+        let n = one::<i32>(
+            r#"SELECT ai_cache_warm('w', jsonb_build_array(
+                 jsonb_build_object('model', 'gpt-4o', 'request', '{"q": 1}'::jsonb, 'response', '{"a": 1}'::jsonb),
+                 jsonb_build_object('model', 'claude-sonnet-4-5', 'request', '{"q": 2}'::jsonb, 'response', '{"a": 2}'::jsonb, 'ttl', '1 hour', 'cost', 0.01)))"#,
+        );
+        assert_eq!(n, Some(2));
+        assert_eq!(get("w", r#"{"q": 1}"#), r#"{"a": 1}"#);
+        assert_eq!(
+            text(r#"ai_cache_get('claude-sonnet-4-5-20250929', '{"q": 2}', 'w')"#),
+            r#"{"a": 2}"#
+        );
+    }
+
+    #[pg_test]
+    fn cache_key_is_sha256_hex_and_canonical() {
+        let a = text(r#"ai_cache_key('gpt-4o', '{"b": [1, 2.0], "a": "x"}')"#);
+        let b = text(r#"ai_cache_key('GPT-4o', '{ "a":"x", "b":[1.00,2] }')"#);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_ne!(
+            a,
+            text(r#"ai_cache_key('gpt-4o', '{"b": [2, 1], "a": "x"}')"#)
+        );
+        assert_ne!(
+            a,
+            text(r#"ai_cache_key('gpt-4o', '{"b": [1, 2.0], "a": "x"}', 'ns2')"#)
+        );
+        // Prompts of any size: the key is a hash, the prompt is never indexed.
+        let big =
+            text("ai_cache_key('gpt-4o', jsonb_build_object('messages', repeat('x', 3000000)))");
+        assert_eq!(big.len(), 64);
+        Spi::run("SELECT ai_cache_put('gpt-4o', jsonb_build_object('messages', repeat('y', 3000000)), '{\"a\": 1}', namespace => 'big')").unwrap();
+        assert_eq!(
+            text(
+                "ai_cache_get('gpt-4o', jsonb_build_object('messages', repeat('y', 3000000)), 'big')"
+            ),
+            r#"{"a": 1}"#
+        );
+    }
+
+    #[pg_test(error = "request must be a JSON object, not an array")]
+    fn cache_rejects_non_object_request() {
+        put("e", "[1]", "{}");
+    }
+
+    #[pg_test(error = "request must not be NULL")]
+    fn cache_rejects_null_request() {
+        Spi::run("SELECT ai_cache_get('gpt-4o', NULL)").unwrap();
+    }
+
+    #[pg_test(error = "ttl must be positive, not 00:00:00")]
+    fn cache_rejects_zero_ttl() {
+        Spi::run(&format!(
+            "SELECT ai_cache_put('gpt-4o', '{REQ}', '{{}}', ttl => interval '0')"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test(error = "unknown eviction policy \"fifo\"")]
+    fn cache_rejects_unknown_policy() {
+        Spi::run("SELECT ai_cache_namespace_set('x', eviction => 'fifo')").unwrap();
+    }
+
+    #[pg_test(error = "response of 2007 bytes exceeds aicost.cache_max_response_bytes (1000)")]
+    fn cache_rejects_oversized_response() {
+        Spi::run("SET LOCAL aicost.cache_max_response_bytes = 1000").unwrap();
+        Spi::run(&format!(
+            "SELECT ai_cache_put('gpt-4o', '{REQ}', jsonb_build_object('t', repeat('z', 1990)))"
+        ))
+        .unwrap();
     }
 }
