@@ -378,7 +378,7 @@ mod tests {
     #[pg_test]
     fn expired_entries_are_never_returned() {
         Spi::run(&format!("SELECT ai_cache_put('gpt-4o', '{REQ}', '{{\"a\": 1}}', ttl => interval '50 milliseconds', namespace => 'ttl')")).unwrap();
-        Spi::run(&format!("SELECT ai_cache_put('gpt-4o', '{{\"long\": 1}}', '{{\"a\": 2}}', ttl => interval '1 hour', namespace => 'ttl')")).unwrap();
+        Spi::run(r#"SELECT ai_cache_put('gpt-4o', '{"long": 1}', '{"a": 2}', ttl => interval '1 hour', namespace => 'ttl')"#).unwrap();
         assert_eq!(get("ttl", REQ), r#"{"a": 1}"#);
         Spi::run("SELECT pg_sleep(0.1)").unwrap();
         assert_eq!(get("ttl", REQ), "NULL");
