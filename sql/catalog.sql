@@ -57,7 +57,8 @@ CREATE TABLE aicost.prices (
     -- by review of ai_cost_explain, not by a constraint.
     CONSTRAINT prices_per_million_check
         CHECK (usd_per_mtok = 0 OR usd_per_mtok BETWEEN 0.0001 AND 100000),
-    CONSTRAINT prices_scale_check CHECK (scale(usd_per_mtok) <= 12),
+    -- 18 decimals: LiteLLM's file has float-noise prices such as 15.000020000000002 per million.
+    CONSTRAINT prices_scale_check CHECK (scale(usd_per_mtok) <= 18),
     CONSTRAINT prices_valid_check
         CHECK (NOT isempty(valid) AND (lower_inc(valid) OR lower_inf(valid)) AND NOT upper_inc(valid)),
     -- Deferred so that pg_restore may load a closed version after its successor.
@@ -105,12 +106,38 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION aicost._prices_restore_default() IS 'Merges a restored default-catalog price row into the row CREATE EXTENSION made';
+-- Likewise a row inserted for a shipped default model (an import that changes it, or its dumped
+-- changed version on restore) updates the default row instead of failing on the primary key.
+CREATE FUNCTION aicost._models_restore_default() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM aicost.models m WHERE m.model = NEW.model AND m.origin = 'default') THEN
+        RETURN NEW;
+    END IF;
+    -- The changed row stops being a default row, so pg_dump keeps it.
+    UPDATE aicost.models m
+       SET provider = NEW.provider, mode = coalesce(NEW.mode, m.mode),
+           max_input_tokens = coalesce(NEW.max_input_tokens, m.max_input_tokens),
+           source = coalesce(NEW.source, m.source), as_of = coalesce(NEW.as_of, m.as_of),
+           origin = NEW.origin
+     WHERE m.model = NEW.model
+       AND (m.provider, m.mode, m.max_input_tokens, m.source, m.as_of) IS DISTINCT FROM
+           (NEW.provider, coalesce(NEW.mode, m.mode), coalesce(NEW.max_input_tokens, m.max_input_tokens),
+            coalesce(NEW.source, m.source), coalesce(NEW.as_of, m.as_of));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aicost._models_restore_default() IS 'Merges an inserted (e.g. restored) row for a shipped default model into the default row';
+CREATE TRIGGER models_restore_default BEFORE INSERT ON aicost.models
+    FOR EACH ROW WHEN (NEW.origin <> 'default') EXECUTE FUNCTION aicost._models_restore_default();
+
 CREATE TRIGGER prices_restore_default BEFORE INSERT ON aicost.prices
     FOR EACH ROW WHEN (NEW.origin = 'default') EXECUTE FUNCTION aicost._prices_restore_default();
 
 -- Applies model and price rows (the normalized output of ai_pricing_import or one ai_price_set)
 -- effective at p_at: unchanged prices are left alone; a changed price closes the version valid
--- at p_at and opens a new one; a price never seen before is valid from the unknown past.
+-- at p_at and opens a new one; the first prices of a newly imported model are valid from the
+-- unknown past (so historical usage can be priced), every other new price from p_at.
 CREATE FUNCTION aicost._apply_prices(p_models jsonb, p_origin text, p_at timestamptz)
 RETURNS TABLE (new_prices bigint, changed_prices bigint, unchanged_prices bigint)
 LANGUAGE plpgsql AS $$
@@ -144,9 +171,10 @@ BEGIN
                cur.price_id AS cur_id, cur.usd_per_mtok AS cur_rate,
                lower(cur.valid) AS cur_from, upper(cur.valid) AS cur_to,
                (cur.price_id IS NOT NULL AND cur.usd_per_mtok <> p.usd_per_mtok) AS changed,
-               EXISTS (SELECT 1 FROM aicost.prices h
-                        WHERE (h.model, h.usage_type, h.service_tier, h.threshold_tokens) =
-                              (x.model, p.usage_type, p.service_tier, p.threshold_tokens)) AS has_history,
+               -- Only a model's very first prices (from an import or the default catalog) are valid
+               -- from the unknown past; any later new price starts at p_at, so that costs already
+               -- computed for earlier instants never change.
+               (p_origin = 'user' OR EXISTS (SELECT 1 FROM aicost.prices h WHERE h.model = x.model)) AS has_history,
                (SELECT min(lower(n.valid)) FROM aicost.prices n
                  WHERE (n.model, n.usage_type, n.service_tier, n.threshold_tokens) =
                        (x.model, p.usage_type, p.service_tier, p.threshold_tokens)

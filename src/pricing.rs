@@ -11,8 +11,9 @@
 //!
 //! A reload that received an invalidation while it was reading (SPI takes locks, and taking a lock
 //! accepts pending invalidations) stays stale, so no invalidation is ever lost.
-//! Besides, the first call of each statement accepts pending invalidation messages, so a
-//! READ COMMITTED transaction sees a price change committed before its current statement started.
+//! Reloads read under the latest snapshot (as PostgreSQL's catalog caches do), not the statement's.
+//! Besides, the first call of each statement accepts pending invalidation messages, so a statement
+//! sees price changes committed before it started, in any isolation level.
 
 use crate::error::{ErrorExt, raise};
 use aicost_core::catalog::{Model, PriceVersion};
@@ -38,6 +39,9 @@ struct Flags {
     /// This transaction changed the catalog (a trigger fired): drop the cache if it aborts.
     dirty: Cell<bool>,
     last_statement: Cell<pg_sys::TimestampTz>,
+    /// The cache was read with a parallel query's snapshot, which may predate an invalidation
+    /// already consumed: good for that statement only.
+    loaded_in_parallel_mode: Cell<bool>,
 }
 
 // SAFETY: a PostgreSQL backend runs extension code on one thread only.
@@ -48,6 +52,7 @@ static FLAGS: Flags = Flags {
     prices_relid: Cell::new(pg_sys::InvalidOid),
     dirty: Cell::new(false),
     last_statement: Cell::new(0),
+    loaded_in_parallel_mode: Cell::new(false),
 };
 
 /// Registers the invalidation callbacks; called once per backend from `_PG_init`.
@@ -118,6 +123,9 @@ fn accept_invalidations_once_per_statement() {
         if ts != FLAGS.last_statement.get() {
             FLAGS.last_statement.set(ts);
             pg_sys::AcceptInvalidationMessages();
+            if FLAGS.loaded_in_parallel_mode.replace(false) {
+                FLAGS.valid.set(false);
+            }
         }
     }
 }
@@ -179,35 +187,96 @@ fn ts(t: Option<TimestampWithTimeZone>, unbounded: i64) -> i64 {
     t.map_or(unbounded, |t| t.into_inner())
 }
 
+/// One row of a [`scan_latest`] result.
+struct LatestRow {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+}
+
+impl LatestRow {
+    /// Column `col` (1-based), copied out of SPI's memory.
+    fn get<T: FromDatum>(&self, col: i32) -> Option<T> {
+        // SAFETY: tuple and descriptor come from SPI_tuptable of the query just run, still
+        // connected; FromDatum copies the value into Rust-owned memory.
+        unsafe {
+            let mut is_null = false;
+            let d = pg_sys::SPI_getbinval(self.tuple, self.desc, col, &mut is_null);
+            T::from_polymorphic_datum(d, is_null, pg_sys::SPI_gettypeid(self.desc, col))
+        }
+    }
+}
+
+/// Runs a read-only query under the latest snapshot, as PostgreSQL's own catalog caches read the
+/// catalogs: a reload triggered by an invalidation then sees what was committed, whatever the
+/// snapshot of the calling statement or REPEATABLE READ transaction (and the transaction's own
+/// earlier changes). Must run inside `Spi::connect`.
+fn scan_latest(sql: &str, arg: Option<&str>, mut each: impl FnMut(&LatestRow)) {
+    let csql = std::ffi::CString::new(sql).expect("queries have no NUL");
+    // SAFETY: SPI is connected by the caller; the pushed snapshot is popped right after the
+    // query (on ERROR, transaction abort resets the active-snapshot stack).
+    unsafe {
+        // Parallel mode (a parallel query's leader or worker) cannot take a new snapshot: read
+        // with the query's own, and let the next statement reload (see `catalog`).
+        let parallel = pg_sys::IsInParallelMode();
+        if parallel {
+            FLAGS.loaded_in_parallel_mode.set(true);
+        } else {
+            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        }
+        let rc = match arg {
+            None => pg_sys::SPI_execute(csql.as_ptr(), true, 0),
+            Some(a) => {
+                let mut types = [pg_sys::TEXTOID];
+                let mut values = [a.into_datum().expect("text is not null")];
+                let nulls = [b' ' as std::ffi::c_char];
+                pg_sys::SPI_execute_with_args(
+                    csql.as_ptr(),
+                    1,
+                    types.as_mut_ptr(),
+                    values.as_mut_ptr(),
+                    nulls.as_ptr(),
+                    true,
+                    0,
+                )
+            }
+        };
+        if !parallel {
+            pg_sys::PopActiveSnapshot();
+        }
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            raise(
+                ERRCODE_INTERNAL_ERROR,
+                format!("pg_aicost: reading the catalog failed (SPI code {rc})"),
+            );
+        }
+        let table = pg_sys::SPI_tuptable;
+        for i in 0..pg_sys::SPI_processed as usize {
+            each(&LatestRow {
+                tuple: *(*table).vals.add(i),
+                desc: (*table).tupdesc,
+            });
+        }
+    }
+}
+
 /// Reads the catalog tables (all models, or the candidates for one name).
 fn load(name: Option<&str>) -> Catalog {
-    let (models_sql, prices_sql);
-    let args: Vec<pgrx::datum::DatumWithOid> = match name {
-        Some(n) => {
-            models_sql = format!("{MODELS_SQL} WHERE m.{CANDIDATES}");
-            prices_sql = format!("{PRICES_SQL} WHERE p.{CANDIDATES}");
-            vec![n.into()]
-        }
-        None => {
-            models_sql = MODELS_SQL.to_string();
-            prices_sql = PRICES_SQL.to_string();
-            vec![]
-        }
+    let (models_sql, prices_sql) = match name {
+        Some(_) => (
+            format!("{MODELS_SQL} WHERE m.{CANDIDATES}"),
+            format!("{PRICES_SQL} WHERE p.{CANDIDATES}"),
+        ),
+        None => (MODELS_SQL.to_string(), PRICES_SQL.to_string()),
     };
-    Spi::connect(|client| {
-        let relid = client
-            .select("SELECT 'aicost.prices'::regclass::oid", None, &[])
-            .and_then(|t| t.first().get_one::<pg_sys::Oid>())
-            .or_internal("looking up aicost.prices")
-            .unwrap_or(pg_sys::InvalidOid);
-        FLAGS.prices_relid.set(relid);
-
+    Spi::connect(|_| {
+        scan_latest("SELECT 'aicost.prices'::regclass::oid", None, |r| {
+            FLAGS
+                .prices_relid
+                .set(r.get::<pg_sys::Oid>(1).unwrap_or(pg_sys::InvalidOid));
+        });
         let mut prices: FxHashMap<String, Vec<PriceVersion>> = FxHashMap::default();
-        let rows = client
-            .select(&*prices_sql, None, &args)
-            .or_internal("reading aicost.prices");
-        for row in rows {
-            let get_text = |i| row.get::<String>(i).ok().flatten().unwrap_or_default();
+        scan_latest(&prices_sql, name, |row| {
+            let get_text = |i| row.get::<String>(i).unwrap_or_default();
             let model = get_text(1);
             let usage = UsageType::parse(&get_text(3));
             let tier = ServiceTier::parse(&get_text(4));
@@ -219,28 +288,25 @@ fn load(name: Option<&str>) -> Catalog {
                 );
             };
             prices.entry(model).or_default().push(PriceVersion {
-                price_id: row.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                price_id: row.get::<i64>(2).unwrap_or_default(),
                 usage,
                 tier,
-                threshold_tokens: row.get::<i64>(5).ok().flatten().unwrap_or_default(),
+                threshold_tokens: row.get::<i64>(5).unwrap_or_default(),
                 usd_per_mtok: rate,
-                valid_from: ts(row.get(7).ok().flatten(), i64::MIN),
-                valid_to: ts(row.get(8).ok().flatten(), i64::MAX),
+                valid_from: ts(row.get(7), i64::MIN),
+                valid_to: ts(row.get(8), i64::MAX),
             });
-        }
+        });
         let mut models = Vec::new();
-        for row in client
-            .select(&*models_sql, None, &args)
-            .or_internal("reading aicost.models")
-        {
-            let name: String = row.get(1).ok().flatten().unwrap_or_default();
+        scan_latest(&models_sql, name, |row| {
+            let name: String = row.get(1).unwrap_or_default();
             models.push(Model {
-                provider: row.get(2).ok().flatten().unwrap_or_default(),
-                aliases: row.get::<Vec<String>>(3).ok().flatten().unwrap_or_default(),
+                provider: row.get(2).unwrap_or_default(),
+                aliases: row.get::<Vec<String>>(3).unwrap_or_default(),
                 prices: prices.remove(&name).unwrap_or_default(),
                 name,
             });
-        }
+        });
         Catalog::new(models)
     })
 }
