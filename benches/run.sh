@@ -5,8 +5,10 @@
 #   A. Batch pricing of 1,000,000 usage rows with the full LiteLLM catalog imported:
 #        1. ai_cost()   2. a plain SQL join on a prices table   3. a PL/pgSQL lookup function
 #        4. constant prices (the floor: only the arithmetic and the scan).
-#      Variants 1-3 must give exactly the same sum (numeric equality), so the benchmark also
-#      checks correctness. Then ai_cost with aicost.pricing_cache on vs off over 10,000 rows.
+#      Each with the planner's default (parallel) plan and again serially. Variants 1-3 must give
+#      exactly the same sum (numeric equality), so the benchmark also checks correctness.
+#      Then ai_cost with aicost.pricing_cache on vs off over 10,000 rows, and the per-query cost
+#      of parallel workers building their own pricing cache.
 #   B. pgbench: SELECT ai_cost('gpt-4o', 1000, 500) vs SELECT 1, at 1 and 8 clients.
 #   C. First-call latency of ai_cost in a fresh connection (library load + catalog cache load).
 #   D. Criterion micro-benchmarks of the pure-Rust core (aicost-core, benches/cost.rs).
@@ -15,7 +17,8 @@
 #   bash benches/run.sh          against whatever build is installed; the cluster is started if needed.
 # Environment: AICOST_PGPORT (default 28815) and AICOST_CLUSTER_DIR select the cluster
 #   (scripts/cluster.sh); AICOST_SHARED_DATA (default ../shared/data) holds litellm_model_prices.json;
-#   BENCH_RUNS (3), BENCH_NOCACHE_RUNS (1, the ~1 min pricing_cache = off run) and BENCH_PGBENCH_SECONDS (10) shorten dev runs.
+#   BENCH_RUNS (3), BENCH_NOCACHE_RUNS (1: the pricing_cache = off run takes ~1 min) and
+#   BENCH_PGBENCH_SECONDS (10) tune the run length.
 # Any failing step (SQL error, unequal sums, pgbench error, cargo bench error) exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,7 +100,7 @@ out ""
 # A. Batch pricing over 1,000,000 rows
 # ---------------------------------------------------------------------------------------------
 log "A. fixture: database $DB, import of $CATALOG, 1,000,000 usage rows"
-psql_ -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+psql_ -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 FIXTURE=$(psql_db -v catalog_file="$CATALOG" -f benches/setup.sql) || die "fixture (benches/setup.sql) failed"
 read -r IMPORTED MODELS PRICES BENCH_PRICES <<<"$FIXTURE"
 
@@ -114,6 +117,11 @@ for v in 1 2 3 4; do
   plan_info "${SQL[$v]}"
   time_sql "${SQL[$v]}"
   MS[v]=$BEST_MS SUM[v]=$VALUE W[v]=$WORKERS J[v]=$JIT
+  # The same query without parallel workers, to show how each variant scales.
+  log "A.$v ... serial (max_parallel_workers_per_gather = 0, best of $RUNS)"
+  PGOPTIONS="-c max_parallel_workers_per_gather=0" time_sql "${SQL[$v]}"
+  SERIAL_MS[v]=$BEST_MS
+  [ "$VALUE" = "${SUM[v]}" ] || die "variant $v: serial sum $VALUE differs from parallel sum ${SUM[v]}"
 done
 
 # Correctness: ai_cost, the join and the PL/pgSQL function must agree to the last digit.
@@ -123,12 +131,12 @@ EQ=$(psql_db -At -c "SELECT '${SUM[1]}'::numeric = '${SUM[2]}'::numeric AND '${S
 FASTEST=$(printf '%s\n' "${MS[@]}" | sort -g | head -1)
 out "## A. Batch pricing: sum over 1,000,000 usage rows, 8 models"
 out ""
-out "Catalog: full LiteLLM file imported ($IMPORTED models with token prices; $MODELS models and $PRICES current prices in aicost; bench_prices has $BENCH_PRICES rows). Wall time = psql \\timing, best of $RUNS; parallel plans as the planner chooses."
+out "Catalog: full LiteLLM file imported ($IMPORTED models with token prices; $MODELS models and $PRICES current prices in aicost; bench_prices has $BENCH_PRICES rows). Wall time = psql \\timing, best of $RUNS, with the plan the planner chooses by default (parallel); serial = the same with max_parallel_workers_per_gather = 0."
 out ""
-out "| # | variant | wall ms | ns/row | × fastest | workers planned | JIT | sum (USD) |"
-out "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"
+out "| # | variant | wall ms | ns/row | × fastest | workers planned | JIT | serial wall ms | parallel speedup | sum (USD) |"
+out "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
 for v in 1 2 3 4; do
-  out "| $v | ${NAME[$v]} | $(calc %.1f "${MS[v]}") | $(calc %.0f "${MS[v]} * 1e6 / 1000000") | $(calc %.2f "${MS[v]} / $FASTEST") | ${W[v]} | ${J[v]} | $(calc %.6f "${SUM[v]}") |"
+  out "| $v | ${NAME[$v]} | $(calc %.1f "${MS[v]}") | $(calc %.0f "${MS[v]} * 1e6 / 1000000") | $(calc %.2f "${MS[v]} / $FASTEST") | ${W[v]} | ${J[v]} | $(calc %.1f "${SERIAL_MS[v]}") | $(calc %.2f× "${SERIAL_MS[v]} / ${MS[v]}") | $(calc %.6f "${SUM[v]}") |"
 done
 out ""
 out "Correctness: sums of variants 1, 2 and 3 are equal (numeric =): **yes** (${SUM[1]})."

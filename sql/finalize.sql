@@ -9,5 +9,7 @@ COMMENT ON FUNCTION ai_pricing_load_default() IS 'Loads (idempotently) the defau
 COMMENT ON FUNCTION ai_cache_key(text, jsonb, text) IS 'Response-cache key: hex SHA-256 of (namespace, canonical model, canonical request); key order, whitespace and number spelling do not matter';
 COMMENT ON FUNCTION aicost._cache_model(text) IS 'Internal: the model name stored with a cache entry (canonical when known)';
 COMMENT ON FUNCTION aicost._response_cost(text, jsonb) IS 'Internal: cost of producing a response from its usage object, NULL when it cannot be priced';
+COMMENT ON FUNCTION aicost._ledger_price(text, bigint, bigint, bigint, bigint, bigint, text, timestamptz, boolean) IS 'Internal: cost and price versions of a ledger row (NULLs for an unknown model when unpriced_ok)';
+COMMENT ON FUNCTION aicost._usage_counts(jsonb) IS 'Internal: {in, out, cached, cache_write, cache_write_1h} token counts of a provider usage object';
 
 SELECT ai_pricing_load_default();

@@ -23,32 +23,34 @@ fn tier(name: &str) -> ServiceTier {
     })
 }
 
+/// Whether `aicost.unknown_model = null`.
+fn unknown_is_null() -> bool {
+    crate::guc::UNKNOWN_MODEL.get() == crate::guc::UnknownModel::Null
+}
+
 /// Prices `counts` and hands the result to `f`; None when the model is unknown (or unpriced at
-/// that instant) and `aicost.unknown_model = null`.
-fn with_cost<R>(
+/// that instant) and `unknown_null`.
+pub(crate) fn with_cost<R>(
     model: &str,
     counts: &TokenCounts,
     service_tier: &str,
     at: TimestampWithTimeZone,
+    unknown_null: bool,
     f: impl FnOnce(&Model, MatchKind, &Cost<'_>) -> R,
 ) -> Option<R> {
     let tier = tier(service_tier);
     // Validate counts before resolving, so bad input is reported as such even for unknown models.
     aicost_core::cost::validate(counts).unwrap_or_else(|e| raise_cost(&e));
     let catalog = catalog_for(model);
-    let (m, kind) = resolve(&catalog, model, true)?;
+    let (m, kind) = resolve(&catalog, model, unknown_null)?;
     match compute(m, counts, tier, at.into_inner()) {
         Ok(c) => Some(f(m, kind, &c)),
-        Err(aicost_core::CostError::NoPrice { .. })
-            if crate::guc::UNKNOWN_MODEL.get() == crate::guc::UnknownModel::Null =>
-        {
-            None
-        }
+        Err(aicost_core::CostError::NoPrice { .. }) if unknown_null => None,
         Err(e) => raise_cost(&e),
     }
 }
 
-fn parse_usage(u: &JsonB) -> TokenCounts {
+pub(crate) fn parse_usage(u: &JsonB) -> TokenCounts {
     usage::parse(&u.0).unwrap_or_else(|e| raise_usage(&e)).0
 }
 
@@ -73,9 +75,14 @@ fn ai_cost(
         cache_write_5m: cache_write_tokens,
         cache_write_1h: cache_write_1h_tokens,
     };
-    with_cost(model, &counts, service_tier, at, |_, _, c| {
-        NumericDatum::from_decimal(c.total)
-    })
+    with_cost(
+        model,
+        &counts,
+        service_tier,
+        at,
+        unknown_is_null(),
+        |_, _, c| NumericDatum::from_decimal(c.total),
+    )
 }
 
 /// Cost in US dollars of a request to `model` from the provider's own usage object (OpenAI chat or
@@ -88,9 +95,14 @@ fn ai_cost_usage(
     at: default!(TimestampWithTimeZone, "now()"),
 ) -> Option<NumericDatum> {
     let counts = parse_usage(&usage);
-    with_cost(model, &counts, service_tier, at, |_, _, c| {
-        NumericDatum::from_decimal(c.total)
-    })
+    with_cost(
+        model,
+        &counts,
+        service_tier,
+        at,
+        unknown_is_null(),
+        |_, _, c| NumericDatum::from_decimal(c.total),
+    )
 }
 
 fn explain(
@@ -172,9 +184,14 @@ fn ai_cost_explain(
         cache_write_5m: cache_write_tokens,
         cache_write_1h: cache_write_1h_tokens,
     };
-    with_cost(model, &counts, service_tier, at, |m, k, c| {
-        explain(model, m, k, &counts, service_tier, at, c)
-    })
+    with_cost(
+        model,
+        &counts,
+        service_tier,
+        at,
+        unknown_is_null(),
+        |m, k, c| explain(model, m, k, &counts, service_tier, at, c),
+    )
 }
 
 /// `ai_cost_explain` for a provider usage object; also reports the detected usage format.
@@ -186,11 +203,18 @@ fn ai_cost_explain_usage(
     at: default!(TimestampWithTimeZone, "now()"),
 ) -> Option<JsonB> {
     let (counts, format) = usage::parse(&usage.0).unwrap_or_else(|e| raise_usage(&e));
-    with_cost(model, &counts, service_tier, at, |m, k, c| {
-        let mut j = explain(model, m, k, &counts, service_tier, at, c);
-        j.0["usage_format"] = json!(format.as_str());
-        j
-    })
+    with_cost(
+        model,
+        &counts,
+        service_tier,
+        at,
+        unknown_is_null(),
+        |m, k, c| {
+            let mut j = explain(model, m, k, &counts, service_tier, at, c);
+            j.0["usage_format"] = json!(format.as_str());
+            j
+        },
+    )
 }
 
 #[allow(dead_code)]

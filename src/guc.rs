@@ -13,6 +13,15 @@ pub enum UnknownModel {
     Null,
 }
 
+/// What the ledger's insert trigger does with a row it cannot price.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LedgerUnknownModel {
+    #[name = c"error"]
+    Error,
+    #[name = c"unpriced"]
+    Unpriced,
+}
+
 pub static UNKNOWN_MODEL: GucSetting<UnknownModel> =
     GucSetting::<UnknownModel>::new(UnknownModel::Error);
 pub static PRICING_CACHE: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -20,6 +29,11 @@ pub static PRICING_CACHE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static CACHE_DEFAULT_TTL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1 day"));
 static CACHE_MAX_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+static LEDGER_UNKNOWN_MODEL: GucSetting<LedgerUnknownModel> =
+    GucSetting::<LedgerUnknownModel>::new(LedgerUnknownModel::Error);
+static BUDGET_TIMEZONE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"UTC"));
+static LEDGER_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static CACHE_MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
 
 pub fn register() {
@@ -66,5 +80,29 @@ pub fn register() {
         i32::MAX,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"aicost.ledger_unknown_model",
+        c"What inserting a usage row does when its model cannot be priced: error or unpriced.",
+        c"unpriced stores the row with NULL cost and status 'unpriced' (not charged) until ai_reprice_unpriced(); never 0.",
+        &LEDGER_UNKNOWN_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"aicost.budget_timezone",
+        c"Time zone of calendar budget periods created without one, and of aicost.spend_daily.",
+        c"",
+        &BUDGET_TIMEZONE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"aicost.ledger_maintenance",
+        c"Internal: set by ai_reprice_unpriced() while it updates ledger rows.",
+        c"",
+        &LEDGER_MAINTENANCE,
+        GucContext::Userset,
+        GucFlags::NO_SHOW_ALL,
     );
 }

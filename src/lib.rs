@@ -3,7 +3,8 @@
 //! The pgrx layer is thin glue over `aicost-core` (pure Rust): one module per capability.
 //! - [`pricing`]: the catalog cache with transactional invalidation, import and default catalog;
 //! - [`cost`]: `ai_cost` / `ai_cost_explain`;
-//! - [`cache`]: the LLM response cache's keys (its logic is SQL, `sql/cache.sql`).
+//! - [`cache`]: the LLM response cache's keys (its logic is SQL, `sql/cache.sql`);
+//! - [`ledger`]: pricing usage-ledger rows for the budget triggers (`sql/ledger.sql`).
 
 use pgrx::prelude::*;
 
@@ -11,6 +12,7 @@ mod cache;
 mod cost;
 mod error;
 mod guc;
+mod ledger;
 mod numeric;
 mod pricing;
 
@@ -34,6 +36,15 @@ extension_sql_file!(
         cache::ai_cache_key,
         cache::aicost::_cache_model,
         cache::aicost::_response_cost
+    ]
+);
+extension_sql_file!(
+    "../sql/ledger.sql",
+    name = "ledger",
+    requires = [
+        "catalog",
+        ledger::aicost::_ledger_price,
+        ledger::aicost::_usage_counts
     ]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

@@ -311,12 +311,12 @@ fn load(name: Option<&str>) -> Catalog {
     })
 }
 
-/// Resolves `name` to a model or raises the documented error (42704 unknown, 42P09 ambiguous).
-/// With `aicost.unknown_model = null` and `allow_null`, an unknown name gives None instead.
+/// Resolves `name` to a model or raises the documented error (42704 unknown, 42P09 ambiguous);
+/// with `null_if_unknown`, an unknown name gives None instead.
 pub fn resolve<'a>(
     catalog: &'a Catalog,
     name: &str,
-    allow_null: bool,
+    null_if_unknown: bool,
 ) -> Option<(&'a Model, aicost_core::MatchKind)> {
     match catalog.resolve(name) {
         Resolved::Found(m, k) => Some((m, k)),
@@ -327,7 +327,7 @@ pub fn resolve<'a>(
             Some("Use the provider-prefixed canonical name.".into()),
         ),
         Resolved::NotFound => {
-            if allow_null && crate::guc::UNKNOWN_MODEL.get() == crate::guc::UnknownModel::Null {
+            if null_if_unknown {
                 return None;
             }
             // The candidate-only catalog of pricing_cache = off cannot suggest; use the full one.

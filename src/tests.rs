@@ -271,7 +271,7 @@ mod tests {
             one::<i64>(
                 "SELECT cardinality(extconfig)::bigint FROM pg_extension WHERE extname = 'pg_aicost'"
             ),
-            Some(5)
+            Some(16)
         );
         let uncommented = text(
             "(SELECT string_agg(c.relname || coalesce('.' || a.attname, ''), ', ')
@@ -608,5 +608,350 @@ mod tests {
             "SELECT ai_cache_put('gpt-4o', '{REQ}', jsonb_build_object('t', repeat('z', 1990)))"
         ))
         .unwrap();
+    }
+
+    // ---- usage ledger, budgets, rate limits ----
+
+    fn insert(cols: &str, vals: &str) {
+        Spi::run(&format!(
+            "INSERT INTO aicost.usage ({cols}) VALUES ({vals})"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn ledger_prices_rows_and_charges_covering_budgets() {
+        let b_user = one::<i64>("SELECT ai_budget_set('user', 'u1', 10)").unwrap();
+        let b_org = one::<i64>("SELECT ai_budget_set('org', 'o1', 100, 'day')").unwrap();
+        one::<i64>("SELECT ai_budget_set('team', 'other-team', 5)");
+        insert(
+            "request_id, org_id, team_id, user_id, model, in_tokens, out_tokens",
+            "'r1', 'o1', 't1', 'u1', 'gpt-4o', 10000, 2000",
+        );
+        let usage =
+            r#"{"input_tokens": 100, "output_tokens": 3000, "cache_read_input_tokens": 1000}"#;
+        insert(
+            "request_id, user_id, model, usage",
+            &format!("'r2', 'u1', 'claude-sonnet-4-5', '{usage}'"),
+        );
+        assert_eq!(
+            text(
+                "(SELECT row(cost, status, cardinality(price_ids), budget_ids) FROM aicost.usage WHERE request_id = 'r1')"
+            ),
+            format!("(0.045,ok,2,\"{{{b_user},{b_org}}}\")")
+        );
+        assert_eq!(
+            text(
+                "(SELECT row(in_tokens, out_tokens, cached_tokens, cost) FROM aicost.usage WHERE request_id = 'r2')"
+            ),
+            "(1100,3000,1000,0.0456)"
+        );
+        assert_eq!(
+            text(&format!(
+                "(SELECT spent FROM aicost.budget_status WHERE budget_id = {b_user})"
+            )),
+            "0.0906"
+        );
+        assert_eq!(
+            text(&format!(
+                "(SELECT spent FROM aicost.budget_status WHERE budget_id = {b_org})"
+            )),
+            "0.045"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM ai_budget_audit()"),
+            Some(0)
+        );
+        // A cache hit costs nothing unless told otherwise.
+        insert(
+            "user_id, model, in_tokens, out_tokens, cache_hit",
+            "'u1', 'gpt-4o', 1000, 1000, true",
+        );
+        assert_eq!(text("(SELECT cost FROM aicost.usage WHERE cache_hit)"), "0");
+    }
+
+    #[pg_test]
+    fn periods_roll_over_by_the_rows_time() {
+        let b = one::<i64>("SELECT ai_budget_set('user', 'u', 100, 'month')").unwrap();
+        let ny = one::<i64>(
+            "SELECT ai_budget_set('team', 't', 100, 'day', time_zone => 'America/New_York')",
+        )
+        .unwrap();
+        insert(
+            "created_at, user_id, team_id, model, in_tokens, out_tokens",
+            "'2026-01-31 23:59:59+00', 'u', 't', 'gpt-4o', 1000000, 0",
+        );
+        insert(
+            "created_at, user_id, team_id, model, in_tokens, out_tokens",
+            "'2026-02-01 00:00:00+00', 'u', 't', 'gpt-4o', 2000000, 0",
+        );
+        assert_eq!(
+            text(&format!(
+                "(SELECT string_agg(period_start::text || '=' || spent, ' ' ORDER BY period_start) FROM aicost.budget_spend WHERE budget_id = {b})"
+            )),
+            "2026-01-31 21:00:00-03=2.5 2026-02-28 21:00:00-03=5"
+                .replace(
+                    "2026-01-31 21:00:00-03",
+                    &text("'2026-02-01 00:00:00+00'::timestamptz - interval '1 month'")
+                )
+                .replace(
+                    "2026-02-28 21:00:00-03",
+                    &text("'2026-02-01 00:00:00+00'::timestamptz")
+                )
+        );
+        // In New York both instants are on 2026-01-31.
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM aicost.budget_spend WHERE budget_id = {ny}"
+            )),
+            Some(1)
+        );
+        assert_eq!(
+            text(&format!(
+                "(SELECT spent FROM aicost.budget_spend WHERE budget_id = {ny})"
+            )),
+            "7.5"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM ai_budget_audit()"),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn alert_fires_once_and_throttle_switches_rate_limit() {
+        let b = one::<i64>("SELECT ai_budget_set('user', 'u', 1.00)").unwrap();
+        Spi::run("SELECT ai_rate_limit_set('user', 'u', '1 hour', max_requests => 100, throttled_requests => 5)").unwrap();
+        Spi::run("LISTEN aicost_budget").unwrap();
+        // 0.25 each (100k in tokens at 2.50/M): 0.25, 0.5, 0.75, 1.0
+        for _ in 0..3 {
+            insert(
+                "user_id, model, in_tokens, out_tokens",
+                "'u', 'gpt-4o', 100000, 0",
+            );
+        }
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM aicost.budget_alerts"),
+            Some(0)
+        );
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 30000, 0",
+        ); // 0.825: alert
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 4000, 0",
+        ); // 0.835: still only alert
+        assert_eq!(
+            text("(SELECT string_agg(threshold, ',') FROM aicost.budget_alerts)"),
+            "alert"
+        );
+        assert_eq!(
+            text(&format!(
+                "(SELECT state FROM aicost.budget_status WHERE budget_id = {b})"
+            )),
+            "alert"
+        );
+        assert_eq!(
+            text("(SELECT allowed FROM ai_rate_limit_check('user', 'u'))"),
+            "true"
+        );
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 50000, 0",
+        ); // 0.96: throttle
+        assert_eq!(
+            text(
+                "(SELECT string_agg(threshold, ',' ORDER BY threshold) FROM aicost.budget_alerts)"
+            ),
+            "alert,throttle"
+        );
+        // 6 requests already in this window: past the throttled limit of 5.
+        assert_eq!(
+            text(
+                "(SELECT row(allowed, requests_used, requests_limit) FROM ai_rate_limit_check('user', 'u'))"
+            ),
+            "(f,6,5)"
+        );
+        assert_eq!(
+            text("(SELECT state FROM ai_budget_check('user', 'u', 0.05))"),
+            "deny"
+        );
+        assert_eq!(
+            text("(SELECT row(state, remaining) FROM ai_budget_check('user', 'u'))"),
+            "(throttle,0.04)"
+        );
+    }
+
+    #[pg_test(
+        error = "rate limit exceeded: user \"u\" allows 5 requests and unlimited tokens per 01:00:00 (throttled: its budget is past the throttle threshold)"
+    )]
+    fn throttled_rate_limit_refuses_inserts() {
+        Spi::run("SELECT ai_budget_set('user', 'u', 1.00)").unwrap();
+        Spi::run("SELECT ai_rate_limit_set('user', 'u', '1 hour', max_requests => 100, throttled_requests => 5)").unwrap();
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 390000, 0",
+        ); // 0.975
+        for _ in 0..5 {
+            insert(
+                "user_id, model, in_tokens, out_tokens",
+                "'u', 'gpt-4o', 1, 0",
+            );
+        }
+    }
+
+    #[pg_test(error = "budget exceeded: user \"u\" has 0.05 USD left of 1 USD this period")]
+    fn hard_limit_refuses_the_insert() {
+        Spi::run("SELECT ai_budget_set('user', 'u', 1.00)").unwrap();
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 380000, 0",
+        ); // 0.95
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 40000, 0",
+        ); // +0.10 > 1.00
+    }
+
+    #[pg_test]
+    fn reservations_count_and_are_settled_by_request_id() {
+        Spi::run("SELECT ai_budget_set('user', 'u', 1.00)").unwrap();
+        let r = one::<i64>("SELECT ai_budget_reserve('user', 'u', 0.60, request_id => 'req-1')")
+            .unwrap();
+        assert_eq!(
+            text("(SELECT row(spent, reserved, remaining) FROM aicost.budget_status)"),
+            "(0,0.60,0.4)"
+        );
+        assert_eq!(
+            text("(SELECT state FROM ai_budget_check('user', 'u', 0.5))"),
+            "deny"
+        );
+        // The usage row settles its reservation: only the actual cost remains.
+        insert(
+            "request_id, user_id, model, in_tokens, out_tokens",
+            "'req-1', 'u', 'gpt-4o', 100000, 0",
+        );
+        assert_eq!(
+            text("(SELECT row(spent, reserved, remaining) FROM aicost.budget_status)"),
+            "(0.25,0,0.75)"
+        );
+        assert_eq!(
+            text(&format!(
+                "(SELECT usage_id IS NOT NULL FROM aicost.budget_reservations WHERE reservation_id = {r})"
+            )),
+            "true"
+        );
+        let r2 = one::<i64>("SELECT ai_budget_reserve('user', 'u', 0.5)").unwrap();
+        assert_eq!(text(&format!("ai_budget_release({r2})")), "true");
+        assert_eq!(text(&format!("ai_budget_release({r2})")), "NULL");
+        assert_eq!(text("(SELECT reserved FROM aicost.budget_status)"), "0");
+    }
+
+    #[pg_test(error = "budget exceeded: user \"u\" has 0.4 USD left of 1 USD this period")]
+    fn reservations_that_do_not_fit_are_refused() {
+        Spi::run("SELECT ai_budget_set('user', 'u', 1.00)").unwrap();
+        Spi::run("SELECT ai_budget_reserve('user', 'u', 0.60)").unwrap();
+        Spi::run("SELECT ai_budget_reserve('user', 'u', 0.50)").unwrap();
+    }
+
+    #[pg_test]
+    fn unpriced_rows_are_never_zero_and_can_be_repriced() {
+        let b = one::<i64>("SELECT ai_budget_set('user', 'u', 10)").unwrap();
+        Spi::run("SET LOCAL aicost.ledger_unknown_model = 'unpriced'").unwrap();
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'acme-1', 1000000, 1000000",
+        );
+        assert_eq!(
+            text("(SELECT row(cost, status, budget_ids) FROM aicost.usage)"),
+            "(,unpriced,)"
+        );
+        assert_eq!(one::<i64>("SELECT ai_reprice_unpriced()"), Some(0));
+        Spi::run("INSERT INTO aicost.models (model, provider) VALUES ('acme-1', 'acme')").unwrap();
+        Spi::run("SELECT ai_price_set('acme-1', 'input', 1), ai_price_set('acme-1', 'output', 2)")
+            .unwrap();
+        assert_eq!(one::<i64>("SELECT ai_reprice_unpriced()"), Some(1));
+        assert_eq!(
+            text("(SELECT row(cost, status) FROM aicost.usage)"),
+            "(3,ok)"
+        );
+        assert_eq!(
+            text(&format!(
+                "(SELECT spent FROM aicost.budget_status WHERE budget_id = {b})"
+            )),
+            "3"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM ai_budget_audit()"),
+            Some(0)
+        );
+    }
+
+    #[pg_test(error = "unknown model \"acme-2\"")]
+    fn unknown_model_insert_is_an_error_by_default() {
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'acme-2', 1, 1",
+        );
+    }
+
+    #[pg_test(error = "aicost.usage is insert-only (UPDATE refused)")]
+    fn ledger_is_insert_only() {
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 1, 1",
+        );
+        Spi::run("UPDATE aicost.usage SET cost = 0").unwrap();
+    }
+
+    #[pg_test(error = "duplicate key value violates unique constraint \"usage_request_id_key\"")]
+    fn duplicate_request_ids_are_refused() {
+        insert(
+            "request_id, user_id, model, in_tokens, out_tokens",
+            "'same', 'u', 'gpt-4o', 1, 1",
+        );
+        insert(
+            "request_id, user_id, model, in_tokens, out_tokens",
+            "'same', 'u', 'gpt-4o', 1, 1",
+        );
+    }
+
+    #[pg_test(
+        error = "thresholds out of order: need 0 < alert_pct (90) <= throttle_pct (80) <= hard_pct (100)"
+    )]
+    fn budget_thresholds_must_be_ordered() {
+        Spi::run("SELECT ai_budget_set('user', 'u', 1, alert_pct => 90, throttle_pct => 80)")
+            .unwrap();
+    }
+
+    #[pg_test(error = "unknown scope kind \"project\"")]
+    fn unknown_scope_kinds_are_refused() {
+        Spi::run("SELECT ai_budget_set('project', 'p', 1)").unwrap();
+    }
+
+    #[pg_test(error = "scope_id must not be NULL or empty")]
+    fn null_scope_ids_are_refused() {
+        Spi::run("SELECT ai_budget_set('user', NULL, 1)").unwrap();
+    }
+
+    #[pg_test(error = "amount must be a non-negative number of USD")]
+    fn negative_budgets_are_refused() {
+        Spi::run("SELECT ai_budget_set('user', 'u', -1)").unwrap();
+    }
+
+    #[pg_test(error = "limits must not be negative")]
+    fn negative_rate_limits_are_refused() {
+        Spi::run("SELECT ai_rate_limit_set('user', 'u', '1 minute', max_requests => -1)").unwrap();
+    }
+
+    #[pg_test(
+        error = "new row for relation \"usage\" violates check constraint \"usage_out_tokens_check\""
+    )]
+    fn negative_token_counts_are_refused() {
+        insert(
+            "user_id, model, in_tokens, out_tokens, cost",
+            "'u', 'gpt-4o', 1, -1, 0",
+        );
     }
 }
