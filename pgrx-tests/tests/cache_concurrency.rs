@@ -782,19 +782,17 @@ fn evicting_puts_in_two_namespaces_no_deadlock() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    let roles: Vec<(&str, usize)> = [("left", 0), ("right", 0)]
-        .into_iter()
-        .cycle()
-        .take(6)
-        .chain([("get", 1), ("get", 2)])
-        .collect();
+    // Three putters per namespace, two sessions getting from both.
+    let roles = [
+        "left", "right", "left", "right", "left", "right", "get", "get",
+    ];
     let clients: Vec<Client> = roles.iter().map(|_| session(&db)).collect();
     let barrier = Arc::new(Barrier::new(roles.len()));
     let threads: Vec<_> = roles
         .into_iter()
         .zip(clients)
         .enumerate()
-        .map(|(t, ((role, _), mut c))| {
+        .map(|(t, (role, mut c))| {
             let barrier = barrier.clone();
             thread::spawn(move || {
                 barrier.wait();
