@@ -2,7 +2,6 @@
 # idempotent (scripts/setup.sh installs only what is missing).
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
-PGRX_TEST_DATA ?= $(CURDIR)/target/pgrx-test-data
 CLUSTER := scripts/cluster.sh
 export AICOST_PGPORT ?= 28815
 export AICOST_TEST_DSN ?= host=127.0.0.1 port=$(AICOST_PGPORT) user=postgres
@@ -37,8 +36,7 @@ test-core:
 	cargo test -p aicost-core --lib --tests
 
 test-pg: setup
-	mkdir -p $(PGRX_TEST_DATA) && chown postgres: $(PGRX_TEST_DATA) 2>/dev/null || true
-	cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_TEST_DATA)
+	cargo pgrx test pg15 --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data)"
 
 test-it: install
 	@$(CLUSTER) restart

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${AICOST_PGPORT:-28815}
-DIR=${AICOST_CLUSTER_DIR:-$ROOT/target/pgcluster}
+DIR=${AICOST_CLUSTER_DIR:-$(bash "$ROOT/scripts/pg-dir.sh" pgcluster)}
 DATA=$DIR/data
 RUNAS=()
 if [ "$(id -u)" -eq 0 ]; then RUNAS=(runuser -u postgres --); fi
