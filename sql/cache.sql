@@ -5,8 +5,11 @@
 --   log aicost.cache_events (inserts never conflict). Roll-ups (ai_cache_sweep, eviction) move the
 --   log into per-entry hit counts and per-namespace totals with DELETE ... RETURNING, so each event
 --   is counted exactly once even when roll-ups run concurrently.
--- - Writers (put, evict, invalidate, sweep) keep per-namespace entry/byte counts as deltas on one
---   row per namespace; they serialize per namespace on that row, readers never wait for them.
+-- - Writers (put, evict, invalidate, sweep, namespace_set, stats reset) keep per-namespace
+--   entry/byte counts as deltas on one row per namespace. Lock order, the same for every writer:
+--   the namespace's aicost.cache_namespaces row first (several namespaces: in namespace order),
+--   then its events, entries and size row. Writers of one namespace serialize on that row;
+--   readers never wait for them; writers of different namespaces never wait for each other.
 -- - Entries of a namespace live in aicost.cache_entries (logged: survives a crash) or
 --   aicost.cache_entries_unlogged (faster writes, emptied after a crash, together with its size row).
 
@@ -114,12 +117,27 @@ COMMENT ON COLUMN aicost.cache_events.at IS 'When';
 -- Policies are user configuration (dumped); entries are a cache (not dumped).
 SELECT pg_catalog.pg_extension_config_dump('aicost.cache_namespaces', '');
 
--- Moves the event log into entry hit counts and namespace totals. Each event is deleted, hence
--- counted, exactly once, even with concurrent roll-ups.
-CREATE FUNCTION aicost._cache_rollup() RETURNS bigint
-LANGUAGE sql AS $$
+-- Creates (if needed) and locks a namespace's row: the first lock every cache writer takes.
+CREATE FUNCTION aicost._cache_lock_namespace(p_namespace text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO aicost.cache_namespaces (namespace) VALUES (p_namespace) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM aicost.cache_namespaces n WHERE n.namespace = p_namespace FOR UPDATE;
+END
+$$;
+COMMENT ON FUNCTION aicost._cache_lock_namespace(text) IS 'Internal: creates and locks a cache namespace row (first lock of every cache writer)';
+
+-- Moves a namespace's event log into entry hit counts and namespace totals. Each event is
+-- deleted, hence counted, exactly once, even with concurrent roll-ups.
+CREATE FUNCTION aicost._cache_rollup_ns(p_namespace text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    PERFORM aicost._cache_lock_namespace(p_namespace);
     WITH ev AS (
-        DELETE FROM aicost.cache_events RETURNING namespace, key, hit, saved_usd, at
+        DELETE FROM aicost.cache_events e WHERE e.namespace = p_namespace
+        RETURNING e.key, e.hit, e.saved_usd, e.at
     ),
     per_key AS (
         SELECT e.key, count(*) AS hits, max(e.at) AS last FROM ev e WHERE e.hit GROUP BY e.key
@@ -134,18 +152,32 @@ LANGUAGE sql AS $$
            SET hits = c.hits + k.hits, last_hit_at = greatest(c.last_hit_at, k.last)
           FROM per_key k WHERE c.key = k.key
     ),
+    t AS (
+        SELECT count(*) FILTER (WHERE e.hit) AS hits, count(*) FILTER (WHERE NOT e.hit) AS misses,
+               coalesce(sum(e.saved_usd), 0) AS saved
+          FROM ev e
+    ),
     totals AS (
-        INSERT INTO aicost.cache_namespaces AS n (namespace, hits, misses, saved_usd)
-        SELECT e.namespace, count(*) FILTER (WHERE e.hit), count(*) FILTER (WHERE NOT e.hit),
-               coalesce(sum(e.saved_usd), 0)
-          FROM ev e GROUP BY e.namespace
-        ON CONFLICT (namespace) DO UPDATE
-           SET hits = n.hits + excluded.hits, misses = n.misses + excluded.misses,
-               saved_usd = n.saved_usd + excluded.saved_usd
+        UPDATE aicost.cache_namespaces n
+           SET hits = n.hits + t.hits, misses = n.misses + t.misses, saved_usd = n.saved_usd + t.saved
+          FROM t WHERE n.namespace = p_namespace
     )
-    SELECT count(*) FROM ev;
+    SELECT count(*) INTO v_n FROM ev;
+    RETURN v_n;
+END
 $$;
-COMMENT ON FUNCTION aicost._cache_rollup() IS 'Internal: rolls the cache event log up into entry hit counts and namespace totals (exactly once)';
+COMMENT ON FUNCTION aicost._cache_rollup_ns(text) IS 'Internal: rolls one namespace''s event log up into entry hit counts and namespace totals (exactly once)';
+
+-- Namespaces a cache-wide writer must visit, in lock order.
+CREATE FUNCTION aicost._cache_namespaces() RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT s.namespace FROM (SELECT namespace FROM aicost.cache_namespaces
+                             UNION SELECT namespace FROM aicost.cache_events
+                             UNION SELECT namespace FROM aicost.cache_sizes
+                             UNION SELECT namespace FROM aicost.cache_sizes_unlogged) s
+     ORDER BY 1
+$$;
+COMMENT ON FUNCTION aicost._cache_namespaces() IS 'Internal: every cache namespace, in lock order';
 
 -- The effective policy of a namespace: its row, or the GUC defaults.
 CREATE FUNCTION aicost._cache_policy(p_namespace text,
@@ -202,7 +234,7 @@ DECLARE
 BEGIN
     pol := aicost._cache_policy(p_namespace);
     v_tab := CASE pol.durability WHEN 'unlogged' THEN 'aicost.cache_entries_unlogged' ELSE 'aicost.cache_entries' END;
-    PERFORM aicost._cache_rollup();
+    PERFORM aicost._cache_rollup_ns(p_namespace);
     EXECUTE format('WITH d AS (DELETE FROM %s c WHERE c.namespace = $1 AND c.expires_at <= clock_timestamp()
                                RETURNING c.bytes)
                     SELECT count(*), coalesce(sum(d.bytes), 0) FROM d', v_tab)
@@ -239,7 +271,32 @@ BEGIN
     RETURN v_evicted;
 END
 $$;
-COMMENT ON FUNCTION aicost._cache_evict(text, text) IS 'Internal: removes expired entries, then evicts by LRU or LFU until the namespace fits its limits (never p_keep)';
+COMMENT ON FUNCTION aicost._cache_evict(text, text) IS 'Internal: removes expired entries, then evicts by LRU or LFU until the namespace fits its limits (never p_keep); the caller holds the namespace lock';
+
+-- The live entry for a key (no statistics).
+CREATE FUNCTION aicost._cache_lookup(p_key text, OUT response jsonb, OUT cost numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT e.response, e.cost
+      FROM (SELECT c.response, c.cost FROM aicost.cache_entries c
+             WHERE c.key = p_key AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())
+            UNION ALL
+            SELECT c.response, c.cost FROM aicost.cache_entries_unlogged c
+             WHERE c.key = p_key AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())) e
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION aicost._cache_lookup(text) IS 'Internal: the unexpired entry for a key, without counting a hit or miss';
+
+-- Appends one hit or miss to the statistics log (not in read-only transactions, e.g. a standby).
+CREATE FUNCTION aicost._cache_count(p_namespace text, p_key text, p_hit boolean, p_saved numeric) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        INSERT INTO aicost.cache_events (namespace, key, hit, saved_usd)
+        VALUES (p_namespace, p_key, p_hit, CASE WHEN p_hit THEN p_saved END);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION aicost._cache_count(text, text, boolean, numeric) IS 'Internal: logs one cache hit or miss (an insert: never contended)';
 
 CREATE FUNCTION ai_cache_get(model text, request jsonb, namespace text DEFAULT 'default')
 RETURNS jsonb
@@ -247,21 +304,11 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     k text := @extschema@.ai_cache_key(ai_cache_get.model, ai_cache_get.request, ai_cache_get.namespace);
-    r jsonb;
-    c numeric;
+    e record;
 BEGIN
-    SELECT e.response, e.cost INTO r, c FROM aicost.cache_entries e
-     WHERE e.key = k AND (e.expires_at IS NULL OR e.expires_at > clock_timestamp());
-    IF NOT FOUND THEN
-        SELECT e.response, e.cost INTO r, c FROM aicost.cache_entries_unlogged e
-         WHERE e.key = k AND (e.expires_at IS NULL OR e.expires_at > clock_timestamp());
-    END IF;
-    -- Statistics need a write; a read-only transaction (or standby) still gets its answer.
-    IF NOT pg_catalog.current_setting('transaction_read_only')::boolean THEN
-        INSERT INTO aicost.cache_events (namespace, key, hit, saved_usd)
-        VALUES (ai_cache_get.namespace, k, r IS NOT NULL, CASE WHEN r IS NOT NULL THEN c END);
-    END IF;
-    RETURN r;
+    SELECT l.response, l.cost INTO e FROM aicost._cache_lookup(k) l;
+    PERFORM aicost._cache_count(ai_cache_get.namespace, k, e.response IS NOT NULL, e.cost);
+    RETURN e.response;
 END
 $$;
 COMMENT ON FUNCTION ai_cache_get(text, jsonb, text) IS 'The cached response for (model, request) in a namespace, or NULL on a miss or an expired entry; counts the hit or miss';
@@ -299,9 +346,10 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
     v_bytes := v_bytes + pg_column_size(ai_cache_put.request);
-    pol := aicost._cache_policy(ai_cache_put.namespace);
+    -- Namespace row first (see the lock order above); the policy is read under that lock.
     INSERT INTO aicost.cache_namespaces AS n (namespace, puts) VALUES (ai_cache_put.namespace, 1)
     ON CONFLICT (namespace) DO UPDATE SET puts = n.puts + 1;
+    pol := aicost._cache_policy(ai_cache_put.namespace);
     v_model := aicost._cache_model(ai_cache_put.model);
     v_cost := coalesce(ai_cache_put.cost, aicost._response_cost(ai_cache_put.model, ai_cache_put.response));
     v_base := coalesce(ai_cache_put.ttl, nullif(pol.default_ttl, interval '0'));
@@ -359,24 +407,29 @@ DECLARE
     v_deadline timestamptz := clock_timestamp() + wait_timeout;
     v_old_timeout text := current_setting('lock_timeout');
     v_left interval;
+    e record;
 BEGIN
     IF wait_timeout IS NULL OR wait_timeout < interval '0' THEN
         RAISE EXCEPTION 'wait_timeout must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    response := @extschema@.ai_cache_get(ai_cache_get_or_lock.model, ai_cache_get_or_lock.request,
-                                         ai_cache_get_or_lock.namespace);
+    -- One statistics event per call: a hit, or a miss for compute and timeout.
     LOOP
+        SELECT l.response, l.cost INTO e FROM aicost._cache_lookup(k) l;
+        response := e.response;
         IF response IS NOT NULL THEN
             status := 'hit';
+            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, true, e.cost);
             RETURN;
         END IF;
         IF pg_try_advisory_xact_lock(v_class, v_obj) THEN
             status := 'compute';
+            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, false, NULL);
             RETURN;
         END IF;
         v_left := v_deadline - clock_timestamp();
         IF v_left <= interval '0' THEN
             status := 'timeout';
+            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, false, NULL);
             RETURN;
         END IF;
         -- Wait for the computing caller's transaction to end: a shared session lock conflicts with
@@ -388,23 +441,10 @@ BEGIN
         EXCEPTION WHEN lock_not_available THEN
             PERFORM set_config('lock_timeout', v_old_timeout, true);
             status := 'timeout';
+            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, false, NULL);
             RETURN;
         END;
         PERFORM set_config('lock_timeout', v_old_timeout, true);
-        SELECT e.response INTO response
-          FROM (SELECT c.response FROM aicost.cache_entries c
-                 WHERE c.key = k AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())
-                UNION ALL
-                SELECT c.response FROM aicost.cache_entries_unlogged c
-                 WHERE c.key = k AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())) e
-         LIMIT 1;
-        IF response IS NOT NULL AND NOT current_setting('transaction_read_only')::boolean THEN
-            -- The first lookup counted a miss; the wait ended in a hit after all.
-            INSERT INTO aicost.cache_events (namespace, key, hit, saved_usd)
-            SELECT ai_cache_get_or_lock.namespace, k, true, c.cost
-              FROM (SELECT cost FROM aicost.cache_entries WHERE key = k
-                    UNION ALL SELECT cost FROM aicost.cache_entries_unlogged WHERE key = k) c LIMIT 1;
-        END IF;
     END LOOP;
 END
 $$;
@@ -419,6 +459,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_model text;
     v_n bigint := 0;
+    ns text;
     r record;
 BEGIN
     IF key IS NULL AND namespace IS NULL AND model IS NULL AND older_than IS NULL THEN
@@ -429,28 +470,33 @@ BEGIN
     IF model IS NOT NULL THEN
         v_model := aicost._cache_model(ai_cache_invalidate.model);
     END IF;
-    FOR r IN
-        WITH d AS (
-            DELETE FROM aicost.cache_entries c
-             WHERE (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
-               AND (ai_cache_invalidate.namespace IS NULL OR c.namespace = ai_cache_invalidate.namespace)
-               AND (v_model IS NULL OR c.model = v_model)
-               AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
-            RETURNING c.namespace, c.bytes, 'logged' AS durability
-        ), du AS (
-            DELETE FROM aicost.cache_entries_unlogged c
-             WHERE (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
-               AND (ai_cache_invalidate.namespace IS NULL OR c.namespace = ai_cache_invalidate.namespace)
-               AND (v_model IS NULL OR c.model = v_model)
-               AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
-            RETURNING c.namespace, c.bytes, 'unlogged' AS durability
-        )
-        SELECT a.namespace, a.durability, count(*) AS n, sum(a.bytes) AS b
-          FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
-         GROUP BY a.namespace, a.durability
+    FOR ns IN SELECT n FROM aicost._cache_namespaces() n
+               WHERE ai_cache_invalidate.namespace IS NULL OR n = ai_cache_invalidate.namespace
     LOOP
-        PERFORM aicost._cache_size_add(r.namespace, r.durability, -r.n, -r.b);
-        v_n := v_n + r.n;
+        PERFORM aicost._cache_lock_namespace(ns);
+        FOR r IN
+            WITH d AS (
+                DELETE FROM aicost.cache_entries c
+                 WHERE c.namespace = ns
+                   AND (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
+                   AND (v_model IS NULL OR c.model = v_model)
+                   AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
+                RETURNING c.bytes, 'logged' AS durability
+            ), du AS (
+                DELETE FROM aicost.cache_entries_unlogged c
+                 WHERE c.namespace = ns
+                   AND (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
+                   AND (v_model IS NULL OR c.model = v_model)
+                   AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
+                RETURNING c.bytes, 'unlogged' AS durability
+            )
+            SELECT a.durability, count(*) AS n, sum(a.bytes) AS b
+              FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
+             GROUP BY a.durability
+        LOOP
+            PERFORM aicost._cache_size_add(ns, r.durability, -r.n, -r.b);
+            v_n := v_n + r.n;
+        END LOOP;
     END LOOP;
     RETURN v_n;
 END
@@ -462,39 +508,43 @@ CREATE FUNCTION ai_cache_sweep() RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_n bigint := 0;
+    ns text;
     r record;
 BEGIN
-    PERFORM aicost._cache_rollup();
-    -- Cost-aware namespaces: popular entries live longer (never revives an expired one).
-    UPDATE aicost.cache_entries c
-       SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
-      FROM aicost.cache_namespaces n
-     WHERE n.namespace = c.namespace AND n.cost_aware_ttl AND c.hits > 0 AND c.expires_at > clock_timestamp();
-    UPDATE aicost.cache_entries_unlogged c
-       SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
-      FROM aicost.cache_namespaces n
-     WHERE n.namespace = c.namespace AND n.cost_aware_ttl AND c.hits > 0 AND c.expires_at > clock_timestamp();
-    FOR r IN
-        WITH d AS (
-            DELETE FROM aicost.cache_entries c WHERE c.expires_at <= clock_timestamp()
-            RETURNING c.namespace, c.bytes, 'logged' AS durability
-        ), du AS (
-            DELETE FROM aicost.cache_entries_unlogged c WHERE c.expires_at <= clock_timestamp()
-            RETURNING c.namespace, c.bytes, 'unlogged' AS durability
-        )
-        SELECT a.namespace, a.durability, count(*) AS n, sum(a.bytes) AS b
-          FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
-         GROUP BY a.namespace, a.durability
-    LOOP
-        PERFORM aicost._cache_size_add(r.namespace, r.durability, -r.n, -r.b);
-        INSERT INTO aicost.cache_namespaces AS ns (namespace, expirations) VALUES (r.namespace, r.n)
-        ON CONFLICT (namespace) DO UPDATE SET expirations = ns.expirations + excluded.expirations;
-        v_n := v_n + r.n;
+    FOR ns IN SELECT n FROM aicost._cache_namespaces() n LOOP
+        PERFORM aicost._cache_rollup_ns(ns);  -- takes the namespace lock
+        -- Cost-aware namespaces: popular entries live longer (never revives an expired one).
+        UPDATE aicost.cache_entries c
+           SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
+          FROM aicost.cache_namespaces n
+         WHERE c.namespace = ns AND n.namespace = ns AND n.cost_aware_ttl AND c.hits > 0
+           AND c.expires_at > clock_timestamp();
+        UPDATE aicost.cache_entries_unlogged c
+           SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
+          FROM aicost.cache_namespaces n
+         WHERE c.namespace = ns AND n.namespace = ns AND n.cost_aware_ttl AND c.hits > 0
+           AND c.expires_at > clock_timestamp();
+        FOR r IN
+            WITH d AS (
+                DELETE FROM aicost.cache_entries c WHERE c.namespace = ns AND c.expires_at <= clock_timestamp()
+                RETURNING c.bytes, 'logged' AS durability
+            ), du AS (
+                DELETE FROM aicost.cache_entries_unlogged c WHERE c.namespace = ns AND c.expires_at <= clock_timestamp()
+                RETURNING c.bytes, 'unlogged' AS durability
+            )
+            SELECT a.durability, count(*) AS n, sum(a.bytes) AS b
+              FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
+             GROUP BY a.durability
+        LOOP
+            PERFORM aicost._cache_size_add(ns, r.durability, -r.n, -r.b);
+            UPDATE aicost.cache_namespaces n SET expirations = n.expirations + r.n WHERE n.namespace = ns;
+            v_n := v_n + r.n;
+        END LOOP;
     END LOOP;
     RETURN v_n;
 END
 $$;
-COMMENT ON FUNCTION ai_cache_sweep() IS 'Removes expired cache entries and rolls up the statistics log; returns the number of entries removed (run it periodically, e.g. with pg_cron)';
+COMMENT ON FUNCTION ai_cache_sweep() IS 'Removes expired cache entries and rolls up the statistics log, namespace by namespace; returns the number of entries removed (run it periodically, e.g. with pg_cron)';
 
 -- Bulk-loads entries: a JSON array of {"model", "request", "response"[, "ttl", "cost"]}, atomically.
 CREATE FUNCTION ai_cache_warm(namespace text, entries jsonb) RETURNS integer
@@ -549,8 +599,9 @@ BEGIN
         RAISE EXCEPTION 'limits must be positive and default_ttl non-negative (0 = never expires)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM aicost._cache_lock_namespace(ai_cache_namespace_set.namespace);
     SELECT n.durability INTO old_durability FROM aicost.cache_namespaces n
-     WHERE n.namespace = ai_cache_namespace_set.namespace FOR UPDATE;
+     WHERE n.namespace = ai_cache_namespace_set.namespace;
     INSERT INTO aicost.cache_namespaces AS n (namespace, max_entries, max_bytes, eviction, default_ttl, cost_aware_ttl, durability)
     VALUES (ai_cache_namespace_set.namespace, ai_cache_namespace_set.max_entries, ai_cache_namespace_set.max_bytes,
             coalesce(ai_cache_namespace_set.eviction, 'lru'), ai_cache_namespace_set.default_ttl,
@@ -613,11 +664,17 @@ COMMENT ON VIEW aicost.cache_stats IS 'Response cache per namespace: entries, by
 CREATE FUNCTION ai_cache_stats_reset(namespace text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
+DECLARE
+    ns text;
 BEGIN
-    PERFORM aicost._cache_rollup();
-    UPDATE aicost.cache_namespaces n
-       SET hits = 0, misses = 0, saved_usd = 0, puts = 0, evictions = 0, expirations = 0, stats_reset = now()
-     WHERE ai_cache_stats_reset.namespace IS NULL OR n.namespace = ai_cache_stats_reset.namespace;
+    FOR ns IN SELECT n FROM aicost._cache_namespaces() n
+               WHERE ai_cache_stats_reset.namespace IS NULL OR n = ai_cache_stats_reset.namespace
+    LOOP
+        PERFORM aicost._cache_rollup_ns(ns);
+        UPDATE aicost.cache_namespaces n
+           SET hits = 0, misses = 0, saved_usd = 0, puts = 0, evictions = 0, expirations = 0, stats_reset = now()
+         WHERE n.namespace = ns;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION ai_cache_stats_reset(text) IS 'Resets the response-cache statistics of one namespace (or all)';

@@ -11,7 +11,7 @@ use postgres::Client;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, RwLock, RwLockReadGuard};
@@ -209,6 +209,7 @@ fn stampede_one_computes() {
         );
     }
 
+    // The eight sessions are still connected (`outcomes` owns them): none holds an advisory lock.
     let mut c = session(&db);
     assert_eq!(advisory_locks(&mut c), (0, 0), "no advisory lock left");
     let s = stats(&mut c, ns);
@@ -841,11 +842,22 @@ fn evicting_puts_in_two_namespaces_no_deadlock() {
     }
 }
 
-/// The cluster's data directory (`AICOST_CLUSTER_DIR`/data) if it belongs to the server the tests
-/// talk to (its postmaster.pid names the DSN's port); else why not.
+/// The cluster's data directory (`AICOST_CLUSTER_DIR`/data, default: scripts/cluster.sh's) if it
+/// belongs to the server the tests talk to (its postmaster.pid names the DSN's port); else why not.
 fn own_cluster_data_dir() -> Result<(PathBuf, PathBuf, u16), String> {
-    let dir = std::env::var_os("AICOST_CLUSTER_DIR")
-        .map_or_else(|| repo_root().join("target/pgcluster"), PathBuf::from);
+    let dir = match std::env::var_os("AICOST_CLUSTER_DIR") {
+        Some(d) => PathBuf::from(d),
+        // scripts/cluster.sh's default: scripts/pg-dir.sh pgcluster (else target/pgcluster).
+        None => Command::new("bash")
+            .arg(repo_root().join("scripts/pg-dir.sh"))
+            .arg("pgcluster")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| repo_root().join("target/pgcluster")),
+    };
     let data = dir.join("data");
     let pid_file = data.join("postmaster.pid");
     let text = std::fs::read_to_string(&pid_file)
@@ -865,7 +877,7 @@ fn own_cluster_data_dir() -> Result<(PathBuf, PathBuf, u16), String> {
     Ok((dir, data, port))
 }
 
-fn as_postgres(program: &PathBuf) -> Command {
+fn as_postgres(program: &Path) -> Command {
     // pg_ctl refuses to run as root: run it as postgres then (like scripts/cluster.sh).
     let root = Command::new("id")
         .arg("-u")
