@@ -34,6 +34,10 @@ CREATE TABLE aicost.model_aliases (
     origin text NOT NULL DEFAULT 'user' CHECK (origin IN ('default', 'import', 'user'))
 );
 CREATE INDEX model_aliases_model_idx ON aicost.model_aliases (model);
+-- Name lookups of aicost.pricing_cache = off (case-insensitive name, alias, unprefixed name).
+CREATE INDEX models_lower_idx ON aicost.models (lower(model));
+CREATE INDEX models_unprefixed_idx ON aicost.models (lower(substr(model, strpos(model, '/') + 1)));
+CREATE INDEX model_aliases_lower_idx ON aicost.model_aliases (lower(alias));
 COMMENT ON TABLE aicost.model_aliases IS 'Other names that resolve to a model, e.g. openai/gpt-4o-2024-08-06 -> gpt-4o';
 COMMENT ON COLUMN aicost.model_aliases.alias IS 'The other name, matched exactly, then ignoring ASCII case';
 COMMENT ON COLUMN aicost.model_aliases.model IS 'Canonical model name it resolves to';

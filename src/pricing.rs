@@ -39,9 +39,12 @@ struct Flags {
     /// This transaction changed the catalog (a trigger fired): drop the cache if it aborts.
     dirty: Cell<bool>,
     last_statement: Cell<pg_sys::TimestampTz>,
-    /// The cache was read with a parallel query's snapshot, which may predate an invalidation
-    /// already consumed: good for that statement only.
+    /// The cache was read with a parallel query's snapshot after an invalidation was consumed:
+    /// that snapshot may predate the change, so the cache is good for this statement only.
     loaded_in_parallel_mode: Cell<bool>,
+    /// Invalidations received, and the count when the cache was last read.
+    invalidations: Cell<u64>,
+    invalidations_at_load: Cell<u64>,
 }
 
 // SAFETY: a PostgreSQL backend runs extension code on one thread only.
@@ -53,6 +56,8 @@ static FLAGS: Flags = Flags {
     dirty: Cell::new(false),
     last_statement: Cell::new(0),
     loaded_in_parallel_mode: Cell::new(false),
+    invalidations: Cell::new(0),
+    invalidations_at_load: Cell::new(0),
 };
 
 /// Registers the invalidation callbacks; called once per backend from `_PG_init`.
@@ -70,6 +75,7 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
     // InvalidOid means "all relations" (e.g. after a sinval queue overflow).
     if relid == pg_sys::InvalidOid || relid == FLAGS.prices_relid.get() {
         FLAGS.valid.set(false);
+        FLAGS.invalidations.set(FLAGS.invalidations.get() + 1);
     }
 }
 
@@ -166,19 +172,20 @@ impl Drop for StaleOnUnwind {
     }
 }
 
-const MODELS_SQL: &str = "SELECT m.model, m.provider,
-        coalesce((SELECT array_agg(a.alias ORDER BY a.alias) FROM aicost.model_aliases a
-                   WHERE a.model = m.model), '{}')
-   FROM aicost.models m";
+const MODELS_SQL: &str = "SELECT m.model, m.provider, coalesce(a.aliases, '{}')
+   FROM aicost.models m
+   LEFT JOIN (SELECT model, array_agg(alias ORDER BY alias) AS aliases
+                FROM aicost.model_aliases GROUP BY model) a ON a.model = m.model";
 const PRICES_SQL: &str =
     "SELECT p.model, p.price_id, p.usage_type, p.service_tier, p.threshold_tokens,
         p.usd_per_mtok::text, lower(p.valid), upper(p.valid)
    FROM aicost.prices p";
-// Only models whose canonical name or an alias could match by the resolution rules (a superset).
+// Only models whose canonical name or an alias could match by the resolution rules (a superset);
+// the expression indexes of sql/catalog.sql serve every branch.
 const CANDIDATES: &str = "model IN (
     SELECT m.model FROM aicost.models m
      WHERE lower(m.model) IN (lower($1), lower(substr($1, strpos($1, '/') + 1)))
-        OR lower(m.model) LIKE '%/' || lower($1)
+        OR lower(substr(m.model, strpos(m.model, '/') + 1)) = lower($1)
     UNION
     SELECT a.model FROM aicost.model_aliases a
      WHERE lower(a.alias) IN (lower($1), lower(substr($1, strpos($1, '/') + 1))))";
@@ -219,7 +226,11 @@ fn scan_latest(sql: &str, arg: Option<&str>, mut each: impl FnMut(&LatestRow)) {
         // with the query's own, and let the next statement reload (see `catalog`).
         let parallel = pg_sys::IsInParallelMode();
         if parallel {
-            FLAGS.loaded_in_parallel_mode.set(true);
+            // A cold load needs no second look: a change committed after the query's snapshot
+            // sends an invalidation this backend has not consumed yet, which will reload then.
+            if FLAGS.invalidations.get() != FLAGS.invalidations_at_load.get() {
+                FLAGS.loaded_in_parallel_mode.set(true);
+            }
         } else {
             pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
         }
@@ -268,6 +279,8 @@ fn load(name: Option<&str>) -> Catalog {
         ),
         None => (MODELS_SQL.to_string(), PRICES_SQL.to_string()),
     };
+    // Counted at the start: an invalidation arriving during the read still counts as unseen.
+    let invalidations = FLAGS.invalidations.get();
     Spi::connect(|_| {
         scan_latest("SELECT 'aicost.prices'::regclass::oid", None, |r| {
             FLAGS
@@ -307,6 +320,7 @@ fn load(name: Option<&str>) -> Catalog {
                 name,
             });
         });
+        FLAGS.invalidations_at_load.set(invalidations);
         Catalog::new(models)
     })
 }
