@@ -47,3 +47,25 @@ SELECT ai_cost('gpt4o', 1000, 500);
 \set ON_ERROR_STOP 1
 SET aicost.unknown_model = 'null';
 SELECT ai_cost('gpt4o', 1000, 500) IS NULL AS is_null;
+RESET aicost.unknown_model;
+
+\echo
+\echo '== Response cache: key order and whitespace do not matter; hits count money saved =='
+SELECT left(ai_cache_put('gpt-4o', '{"messages": [{"role": "user", "content": "What is PostgreSQL?"}], "temperature": 0}',
+                         '{"choices": [{"message": {"content": "A database."}}], "usage": {"prompt_tokens": 1200, "completion_tokens": 300}}'), 16) AS key_prefix;
+SELECT ai_cache_get('openai/gpt-4o', '{"temperature": 0.0, "messages": [{"content": "What is PostgreSQL?", "role": "user"}]}') -> 'choices' AS hit,
+       ai_cache_get('gpt-4o', '{"messages": [{"role": "user", "content": "What is PostgreSQL?"}], "temperature": 0.7}') AS miss;
+SELECT namespace, entries, hits, misses, hit_ratio, saved_usd FROM aicost.cache_stats;
+
+\echo '== Usage ledger with a budget: exact spend, alert at 80%, hard stop at 100% =='
+SELECT ai_budget_set('user', 'alice', 0.10) AS budget_id;
+INSERT INTO aicost.usage (request_id, user_id, model, in_tokens, out_tokens) VALUES ('demo-1', 'alice', 'gpt-4o', 20000, 2000);
+INSERT INTO aicost.usage (request_id, user_id, model, in_tokens, out_tokens) VALUES ('demo-2', 'alice', 'gpt-4o', 4000, 400);
+SELECT scope_id, spent, remaining, percent, state FROM aicost.budget_status;
+SELECT threshold, spent, limit_usd FROM aicost.budget_alerts;
+\set ON_ERROR_STOP 0
+\set VERBOSITY terse
+INSERT INTO aicost.usage (request_id, user_id, model, in_tokens, out_tokens) VALUES ('demo-3', 'alice', 'gpt-4o', 10000, 1000);
+\set VERBOSITY default
+\set ON_ERROR_STOP 1
+SELECT count(*) AS ledger_rows, sum(cost) AS ledger_cost FROM aicost.usage;
