@@ -201,6 +201,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION aicost._cache_ttl_factor(numeric, bigint) IS 'Cost-aware TTL multiplier: least(8, 1 + 100 x cost_usd + log2(1 + hits))';
 
+CREATE FUNCTION aicost._cache_table(p_durability text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE p_durability WHEN 'unlogged' THEN 'aicost.cache_entries_unlogged' ELSE 'aicost.cache_entries' END
+$$;
+COMMENT ON FUNCTION aicost._cache_table(text) IS 'Internal: the entries table of a durability';
+
 -- Applies entry/byte deltas to a namespace's size row; returns the new totals.
 CREATE FUNCTION aicost._cache_size_add(p_namespace text, p_durability text, p_entries bigint, p_bytes bigint,
     OUT entries bigint, OUT bytes bigint)
@@ -233,7 +239,7 @@ DECLARE
     v_tab text;
 BEGIN
     pol := aicost._cache_policy(p_namespace);
-    v_tab := CASE pol.durability WHEN 'unlogged' THEN 'aicost.cache_entries_unlogged' ELSE 'aicost.cache_entries' END;
+    v_tab := aicost._cache_table(pol.durability);
     PERFORM aicost._cache_rollup_ns(p_namespace);
     EXECUTE format('WITH d AS (DELETE FROM %s c WHERE c.namespace = $1 AND c.expires_at <= clock_timestamp()
                                RETURNING c.bytes)
@@ -357,27 +363,18 @@ BEGIN
     IF pol.cost_aware_ttl AND v_ttl IS NOT NULL THEN
         v_ttl := v_ttl * aicost._cache_ttl_factor(v_cost, 0);
     END IF;
-    IF pol.durability = 'unlogged' THEN
-        SELECT e.bytes INTO v_old FROM aicost.cache_entries_unlogged e WHERE e.key = k FOR UPDATE;
-        INSERT INTO aicost.cache_entries_unlogged AS e
-               (key, namespace, model, request, response, cost, bytes, ttl, expires_at)
-        VALUES (k, ai_cache_put.namespace, v_model, ai_cache_put.request, ai_cache_put.response,
-                v_cost, v_bytes, v_base, clock_timestamp() + v_ttl)
+    -- The namespace's entries table by its durability; same statement for both.
+    EXECUTE format('SELECT e.bytes FROM %s e WHERE e.key = $1 FOR UPDATE', aicost._cache_table(pol.durability))
+       INTO v_old USING k;
+    EXECUTE format($q$
+        INSERT INTO %s AS e (key, namespace, model, request, response, cost, bytes, ttl, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp() + $9)
         ON CONFLICT (key) DO UPDATE
            SET response = excluded.response, request = excluded.request, cost = excluded.cost,
                bytes = excluded.bytes, created_at = excluded.created_at, ttl = excluded.ttl,
-               expires_at = excluded.expires_at, hits = 0, last_hit_at = NULL;
-    ELSE
-        SELECT e.bytes INTO v_old FROM aicost.cache_entries e WHERE e.key = k FOR UPDATE;
-        INSERT INTO aicost.cache_entries AS e
-               (key, namespace, model, request, response, cost, bytes, ttl, expires_at)
-        VALUES (k, ai_cache_put.namespace, v_model, ai_cache_put.request, ai_cache_put.response,
-                v_cost, v_bytes, v_base, clock_timestamp() + v_ttl)
-        ON CONFLICT (key) DO UPDATE
-           SET response = excluded.response, request = excluded.request, cost = excluded.cost,
-               bytes = excluded.bytes, created_at = excluded.created_at, ttl = excluded.ttl,
-               expires_at = excluded.expires_at, hits = 0, last_hit_at = NULL;
-    END IF;
+               expires_at = excluded.expires_at, hits = 0, last_hit_at = NULL$q$, aicost._cache_table(pol.durability))
+      USING k, ai_cache_put.namespace, v_model, ai_cache_put.request, ai_cache_put.response,
+            v_cost, v_bytes, v_base, v_ttl;
     sz := aicost._cache_size_add(ai_cache_put.namespace, pol.durability,
                                  CASE WHEN v_old IS NULL THEN 1 ELSE 0 END, v_bytes - coalesce(v_old, 0));
     IF sz.entries > pol.max_entries OR sz.bytes > coalesce(pol.max_bytes, sz.bytes) THEN
@@ -514,16 +511,11 @@ BEGIN
     FOR ns IN SELECT n FROM aicost._cache_namespaces() n LOOP
         PERFORM aicost._cache_rollup_ns(ns);  -- takes the namespace lock
         -- Cost-aware namespaces: popular entries live longer (never revives an expired one).
-        UPDATE aicost.cache_entries c
-           SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
-          FROM aicost.cache_namespaces n
-         WHERE c.namespace = ns AND n.namespace = ns AND n.cost_aware_ttl AND c.hits > 0
-           AND c.expires_at > clock_timestamp();
-        UPDATE aicost.cache_entries_unlogged c
-           SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
-          FROM aicost.cache_namespaces n
-         WHERE c.namespace = ns AND n.namespace = ns AND n.cost_aware_ttl AND c.hits > 0
-           AND c.expires_at > clock_timestamp();
+        IF (SELECT n.cost_aware_ttl FROM aicost.cache_namespaces n WHERE n.namespace = ns) THEN
+            EXECUTE format('UPDATE %s c SET expires_at = greatest(c.expires_at, c.created_at + c.ttl * aicost._cache_ttl_factor(c.cost, c.hits))
+                             WHERE c.namespace = $1 AND c.hits > 0 AND c.expires_at > clock_timestamp()',
+                           aicost._cache_table((aicost._cache_policy(ns)).durability)) USING ns;
+        END IF;
         FOR r IN
             WITH d AS (
                 DELETE FROM aicost.cache_entries c WHERE c.namespace = ns AND c.expires_at <= clock_timestamp()

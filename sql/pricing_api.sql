@@ -31,30 +31,23 @@ END
 $$;
 COMMENT ON FUNCTION aicost._catalog_changed() IS 'Trigger: invalidates every backend''s pricing cache at commit and NOTIFYs aicost_pricing with the changed model names (comma-separated) or *';
 
-CREATE TRIGGER models_changed_ins AFTER INSERT ON aicost.models
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER models_changed_upd AFTER UPDATE ON aicost.models
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER models_changed_del AFTER DELETE ON aicost.models
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER models_changed_trunc AFTER TRUNCATE ON aicost.models
-    FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER model_aliases_changed_ins AFTER INSERT ON aicost.model_aliases
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER model_aliases_changed_upd AFTER UPDATE ON aicost.model_aliases
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER model_aliases_changed_del AFTER DELETE ON aicost.model_aliases
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER model_aliases_changed_trunc AFTER TRUNCATE ON aicost.model_aliases
-    FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER prices_changed_ins AFTER INSERT ON aicost.prices
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER prices_changed_upd AFTER UPDATE ON aicost.prices
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER prices_changed_del AFTER DELETE ON aicost.prices
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
-CREATE TRIGGER prices_changed_trunc AFTER TRUNCATE ON aicost.prices
-    FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed();
+-- On each catalog table: one trigger per event (transition tables allow only one event each).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['models', 'model_aliases', 'prices'] LOOP
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON aicost.%I REFERENCING NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed()', t || '_changed_ins', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON aicost.%I REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed()', t || '_changed_upd', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON aicost.%I REFERENCING OLD TABLE AS old_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed()', t || '_changed_del', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON aicost.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed()', t || '_changed_trunc', t);
+    END LOOP;
+END
+$$;
 
 -- The one documented way to change a price: closes the version valid at effective_from and opens
 -- a new one from there, so costs for earlier instants never change. Returns the new price_id.

@@ -68,13 +68,13 @@ fn ai_cost(
     at: default!(TimestampWithTimeZone, "now()"),
     cache_write_1h_tokens: default!(i64, 0),
 ) -> Option<NumericDatum> {
-    let counts = TokenCounts {
-        input: in_tokens,
-        output: out_tokens,
-        cached: cached_tokens,
-        cache_write_5m: cache_write_tokens,
-        cache_write_1h: cache_write_1h_tokens,
-    };
+    let counts = TokenCounts::new(
+        in_tokens,
+        out_tokens,
+        cached_tokens,
+        cache_write_tokens,
+        cache_write_1h_tokens,
+    );
     with_cost(
         model,
         &counts,
@@ -177,13 +177,13 @@ fn ai_cost_explain(
     at: default!(TimestampWithTimeZone, "now()"),
     cache_write_1h_tokens: default!(i64, 0),
 ) -> Option<JsonB> {
-    let counts = TokenCounts {
-        input: in_tokens,
-        output: out_tokens,
-        cached: cached_tokens,
-        cache_write_5m: cache_write_tokens,
-        cache_write_1h: cache_write_1h_tokens,
-    };
+    let counts = TokenCounts::new(
+        in_tokens,
+        out_tokens,
+        cached_tokens,
+        cache_write_tokens,
+        cache_write_1h_tokens,
+    );
     with_cost(
         model,
         &counts,

@@ -32,13 +32,13 @@ mod aicost {
             name!(price_ids, Option<Vec<i64>>),
         ),
     > {
-        let counts = TokenCounts {
-            input: in_tokens,
-            output: out_tokens,
-            cached: cached_tokens,
-            cache_write_5m: cache_write_tokens,
-            cache_write_1h: cache_write_1h_tokens,
-        };
+        let counts = TokenCounts::new(
+            in_tokens,
+            out_tokens,
+            cached_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+        );
         let priced = with_cost(model, &counts, service_tier, at, unpriced_ok, |_, _, c| {
             let mut ids: Vec<i64> = c.terms.iter().flatten().map(|t| t.price.price_id).collect();
             ids.sort_unstable();

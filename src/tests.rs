@@ -409,6 +409,35 @@ mod tests {
     }
 
     #[pg_test]
+    fn cost_aware_ttl_keeps_expensive_and_popular_entries_longer() {
+        Spi::run("SELECT ai_cache_namespace_set('ca', default_ttl => interval '1 hour', cost_aware_ttl => true)").unwrap();
+        let k = text(&format!(
+            "ai_cache_put('gpt-4o', '{REQ}', '{{}}', namespace => 'ca', cost => 0.01)"
+        ));
+        let hours = format!(
+            "(SELECT extract(epoch FROM expires_at - created_at) / 3600 FROM aicost.cache_entries WHERE key = '{k}')"
+        );
+        // least(8, 1 + 100 x 0.01 + log2(1 + 0 hits)) = 2
+        assert_eq!(text(&format!("round({hours})")), "2");
+        for _ in 0..3 {
+            get("ca", REQ);
+        }
+        Spi::run("SELECT ai_cache_sweep()").unwrap();
+        // 1 + 1 + log2(1 + 3) = 4
+        assert_eq!(text(&format!("round({hours})")), "4");
+        // A cheap entry in a plain namespace keeps the base TTL.
+        let k = text(&format!(
+            "ai_cache_put('gpt-4o', '{REQ}', '{{}}', ttl => interval '1 hour', namespace => 'plain', cost => 0.01)"
+        ));
+        assert_eq!(
+            text(&format!(
+                "(SELECT round(extract(epoch FROM expires_at - created_at) / 3600) FROM aicost.cache_entries WHERE key = '{k}')"
+            )),
+            "1"
+        );
+    }
+
+    #[pg_test]
     fn lru_evicts_least_recently_used() {
         Spi::run("SELECT ai_cache_namespace_set('lru', max_entries => 3, eviction => 'lru')")
             .unwrap();

@@ -32,6 +32,25 @@ pub struct TokenCounts {
     pub cache_write_1h: i64,
 }
 
+impl TokenCounts {
+    /// Counts in the order of `ai_cost`'s arguments: in, out, cached, 5-minute and 1-hour cache writes.
+    pub fn new(
+        input: i64,
+        output: i64,
+        cached: i64,
+        cache_write_5m: i64,
+        cache_write_1h: i64,
+    ) -> TokenCounts {
+        TokenCounts {
+            input,
+            output,
+            cached,
+            cache_write_5m,
+            cache_write_1h,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CostError {
     /// A count is negative: (argument name, value).
