@@ -34,9 +34,31 @@ RUNS=${BENCH_RUNS:-3}
 # The cache-off run takes about a minute per run (~6 ms per call): once by default.
 NOCACHE_RUNS=${BENCH_NOCACHE_RUNS:-1}
 PGB_SECONDS=${BENCH_PGBENCH_SECONDS:-10}
+# Section E: seconds per pgbench run, Zipf accesses, Redis requests and port. Section F: seconds.
+E_SECONDS=${BENCH_CACHE_SECONDS:-$PGB_SECONDS}
+ZIPF_ACCESSES=${BENCH_ZIPF_ACCESSES:-30000}
+REDIS_REQUESTS=${BENCH_REDIS_REQUESTS:-200000}
+REDIS_PORT=${BENCH_REDIS_PORT:-28879}
+F_SECONDS=${BENCH_LEDGER_SECONDS:-$PGB_SECONDS}
+LEDGER_DB=aicost_ledger_bench
 OUT=$ROOT/target/bench-results.md
 TMP=$(mktemp -d /tmp/aicost-bench.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+REDIS_PIDFILE=$ROOT/target/bench-redis.pid
+# Stops the throwaway redis-server of section E, if this run started it.
+REDIS_STARTED=
+stop_redis() {
+  if [ -n "$REDIS_STARTED" ] && [ -s "$REDIS_PIDFILE" ]; then
+    kill "$(cat "$REDIS_PIDFILE")" 2>/dev/null || true
+    rm -f "$REDIS_PIDFILE"
+  fi
+  REDIS_STARTED=
+}
+cleanup() {
+  stop_redis
+  if [ -n "${SAMPLER_PID:-}" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
 
 log() { printf '==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'bench: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -200,17 +222,21 @@ out ""
 # ---------------------------------------------------------------------------------------------
 # B. pgbench: per-statement overhead of one ai_cost call
 # ---------------------------------------------------------------------------------------------
-# pgbench_run SCRIPT CLIENTS: sets TPS and LAT (average latency, ms).
-pgbench_run() {
-  local res
-  res=$("$PGBIN/pgbench" -n -T "$PGB_SECONDS" -c "$2" -j "$2" -f "benches/$1" \
-        -h 127.0.0.1 -p "$PORT" -U postgres "$DB" 2>&1) || die "pgbench -f $1 -c $2 failed: $res"
+# pgbench_db DATABASE SCRIPT CLIENTS THREADS SECONDS: sets TPS, LAT (average latency, ms) and
+# XACTS (transactions processed). Fails on any failed transaction.
+pgbench_db() {
+  local res failed
+  res=$("$PGBIN/pgbench" -n -T "$5" -c "$3" -j "$4" -f "benches/$2" \
+        -h 127.0.0.1 -p "$PORT" -U postgres "$1" 2>&1) || die "pgbench -f $2 -c $3 failed: $res"
   TPS=$(grep -oP '^tps = \K[0-9.]+' <<<"$res" || true)
   LAT=$(grep -oP '^latency average = \K[0-9.]+' <<<"$res" || true)
-  local failed
+  XACTS=$(grep -oP '^number of transactions actually processed: \K[0-9]+' <<<"$res" || true)
   failed=$(grep -oP '^number of failed transactions: \K[0-9]+' <<<"$res" || echo 0)
-  [ -n "$TPS" ] && [ -n "$LAT" ] && [ "$failed" = 0 ] || die "pgbench -f $1 -c $2: unexpected output: $res"
+  [ -n "$TPS" ] && [ -n "$LAT" ] && [ -n "$XACTS" ] && [ "$failed" = 0 ] ||
+    die "pgbench -f $2 -c $3: unexpected output: $res"
 }
+# pgbench_run SCRIPT CLIENTS: section B, in $DB, one thread per client, PGB_SECONDS.
+pgbench_run() { pgbench_db "$DB" "$1" "$2" "$2" "$PGB_SECONDS"; }
 out "## B. pgbench, ${PGB_SECONDS} s each (-n -c N -j N, simple protocol)"
 out ""
 out "| clients | SELECT ai_cost('gpt-4o', 1000, 500) tps | latency ms | SELECT 1 tps | latency ms | tps ai_cost / SELECT 1 |"
@@ -285,6 +311,211 @@ if [ -n "$EXACT" ] && [ -n "$PEER" ]; then
   out "| ratio exact decimal / f64 peer | $(calc %.1f× "$EXACT / $PEER") |"
 fi
 out ""
+# ---------------------------------------------------------------------------------------------
+# E. Response cache: ai_cache_get hits vs hand-rolled peers and Redis; statistics; Zipf hit ratio
+# ---------------------------------------------------------------------------------------------
+log "E. fixture: 10,000 cache entries in namespace 'bench', kv peers, Zipf sequence of $ZIPF_ACCESSES"
+FIXTURE=$(psql_db -v accesses="$ZIPF_ACCESSES" -f benches/cache_setup.sql) || die "fixture (benches/cache_setup.sql) failed"
+read -r WARM_MS ENTRIES REQ_BYTES RESP_BYTES ZIPF_THEORY ZIPF_TOP ZIPF_DISTINCT <<<"$FIXTURE"
+[ "$ENTRIES" = 10000 ] || die "namespace bench holds $ENTRIES entries, expected 10000"
+
+# cache_counts: HITS and MISSES of namespace 'bench' in aicost.cache_stats.
+cache_counts() { read -r HITS MISSES <<<"$(psql_db -At -F ' ' -c "SELECT hits, misses FROM aicost.cache_stats WHERE namespace = 'bench'")"; }
+cache_counts
+HITS0=$HITS MISSES0=$MISSES
+GET_XACTS=0
+declare -A E_TPS
+for c in 1 8 32; do
+  j=$(( c < 2 ? c : 2 ))
+  for v in cache_get kv_hashed kv; do
+    log "E. pgbench $v, $c client(s), $j thread(s), ${E_SECONDS} s"
+    pgbench_db "$DB" "pgbench_$v.sql" "$c" "$j" "$E_SECONDS"
+    E_TPS[$v,$c]=$TPS
+    if [ "$v" = cache_get ]; then GET_XACTS=$((GET_XACTS + XACTS)); fi
+  done
+done
+
+# Redis GET on loopback, request/response (-P 1) like pgbench, 10,000 keys of 1,000 bytes.
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  [ "$(id -u)" -eq 0 ] || die "redis-server/redis-benchmark missing: apt-get install redis-server redis-tools (as root)"
+  log "E. installing redis-server and redis-tools from Debian"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools >"$TMP/apt.log" 2>&1 ||
+    { cat "$TMP/apt.log" >&2; die "apt-get install redis-server redis-tools failed"; }
+fi
+REDIS_VERSION=$(redis-server --version | grep -oP 'v=\K[0-9.]+')
+log "E. redis-server $REDIS_VERSION on 127.0.0.1:$REDIS_PORT, 10,000 keys of 1,000 bytes"
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+if rcli ping >/dev/null 2>&1; then die "something already listens on redis port $REDIS_PORT (BENCH_REDIS_PORT)"; fi
+rm -f "$REDIS_PIDFILE"
+REDIS_STARTED=1
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize yes \
+  --pidfile "$REDIS_PIDFILE" --logfile "$ROOT/target/bench-redis.log" --dir "$TMP" || die "redis-server did not start"
+for ((i = 0; i < 50; i++)); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
+rcli ping >/dev/null || die "redis-server did not answer on port $REDIS_PORT"
+# The keys redis-benchmark -r 10000 asks for: key:000000000000 .. key:000000009999.
+awk 'BEGIN { v = sprintf("%1000s", ""); gsub(/ /, "x", v)
+             for (i = 0; i < 10000; i++) printf "*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$1000\r\n%s\r\n", i, v }' |
+  rcli --pipe >"$TMP/redis-load.txt" 2>&1 || { cat "$TMP/redis-load.txt" >&2; die "loading redis failed"; }
+[ "$(rcli dbsize)" = 10000 ] || die "redis holds $(rcli dbsize) keys, expected 10000"
+rcli config resetstat >/dev/null
+declare -A REDIS_RPS
+for c in 1 8 32; do
+  n=$(( c == 1 ? REDIS_REQUESTS / 2 : REDIS_REQUESTS ))
+  log "E. redis-benchmark GET, $c client(s), $n requests"
+  res=$(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t get -n "$n" -c "$c" -r 10000 -d 1000 -P 1 -q 2>&1) ||
+    die "redis-benchmark -c $c failed: $res"
+  REDIS_RPS[$c]=$(tr '\r' '\n' <<<"$res" | grep -oP '^GET: \K[0-9.]+(?= requests per second)' | tail -1 || true)
+  [ -n "${REDIS_RPS[$c]}" ] || die "redis-benchmark -c $c: unexpected output: $res"
+done
+REDIS_MISSES=$(rcli info stats | tr -d '\r' | grep -oP '^keyspace_misses:\K[0-9]+')
+[ "$REDIS_MISSES" = 0 ] || die "redis-benchmark GETs missed $REDIS_MISSES times"
+stop_redis
+
+out "## E. Response cache: ai_cache_get hits vs hand-rolled peers and Redis"
+out ""
+out "10,000 entries in namespace 'bench' (requests ~$REQ_BYTES bytes: system + user message, model, temperature; responses ~$RESP_BYTES bytes), loaded with ai_cache_warm in 10 batches of 1,000 in $(calc %.1f "$WARM_MS / 1000") s ($(calc %.0f "10000 * 1000 / $WARM_MS") entries/s). pgbench -n -T $E_SECONDS -c N -j min(N, 2), simple protocol, each transaction one random entry (all hits); pgbench and the server share the $(nproc) CPUs."
+out ""
+out "- **ai_cache_get**: \`SELECT ai_cache_get('gpt-4o', '<request JSON>', 'bench')\`"
+out "- **kv by hashed request**: \`SELECT v FROM kv WHERE k = ai_cache_key('gpt-4o', '<request JSON>', 'bench')\` (UNLOGGED, text primary key = the same SHA-256 keys)"
+out "- **kv by known key**: \`SELECT v FROM kv_i WHERE k = '<i>'\` (UNLOGGED, text primary key; the application already holds the key, here i::text, shorter than a 64-digit SHA-256 key)"
+out "- **Redis GET**: redis-server $REDIS_VERSION on loopback (--save '' --appendonly no), \`redis-benchmark -t get -c N -r 10000 -d 1000 -P 1\`, $REDIS_REQUESTS requests ($(( REDIS_REQUESTS / 2 )) at 1 client)"
+out ""
+out "| clients | ai_cache_get tps | kv by hashed request tps | kv by known key tps | Redis GET rps | ai_cache_get / kv by known key | ai_cache_get / kv by hashed request | ai_cache_get / Redis |"
+out "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for c in 1 8 32; do
+  g=${E_TPS[cache_get,$c]} h=${E_TPS[kv_hashed,$c]} k=${E_TPS[kv,$c]} r=${REDIS_RPS[$c]}
+  out "| $c | $(calc %.0f "$g") | $(calc %.0f "$h") | $(calc %.0f "$k") | $(calc %.0f "$r") | $(calc %.2f "$g / $k") | $(calc %.2f "$g / $h") | $(calc %.3f "$g / $r") |"
+done
+out ""
+
+# Statistics: every hit pgbench executed is counted, exactly once, before and after the roll-up.
+log "E. statistics: aicost.cache_stats vs pgbench, then ai_cache_sweep()"
+time_sql "SELECT hits FROM aicost.cache_stats WHERE namespace = 'bench'" 1
+STATS_MS=$BEST_MS
+cache_counts
+STATS_HITS=$((HITS - HITS0)) STATS_MISSES=$((MISSES - MISSES0))
+PENDING=$(psql_db -At -c "SELECT count(*) FROM aicost.cache_events WHERE namespace = 'bench'")
+time_sql "SELECT ai_cache_sweep()" 1
+SWEEP_MS=$BEST_MS
+cache_counts
+SWEPT_HITS=$((HITS - HITS0))
+ENTRY_HITS=$(psql_db -At -c "SELECT sum(hits) FROM aicost.cache_entries WHERE namespace = 'bench'")
+LEFT=$(psql_db -At -c "SELECT count(*) FROM aicost.cache_events WHERE namespace = 'bench'")
+out "| statistics of namespace 'bench' after the ai_cache_get runs | |"
+out "| --- | ---: |"
+out "| transactions pgbench processed (sum of the 3 ai_cache_get runs) | $GET_XACTS |"
+out "| hits in aicost.cache_stats | $STATS_HITS |"
+out "| misses in aicost.cache_stats | $STATS_MISSES |"
+out "| pending events read by the view / its query time | $PENDING / $(calc %.1f "$STATS_MS") ms |"
+out "| ai_cache_sweep() rolling them up | $(calc %.1f "$SWEEP_MS") ms ($(calc %.2f "$SWEEP_MS * 1000 / ($PENDING > 0 ? $PENDING : 1)") µs/event) |"
+out "| hits after the sweep: cache_stats / sum of per-entry hits / events left | $SWEPT_HITS / $ENTRY_HITS / $LEFT |"
+out ""
+[ "$STATS_HITS" = "$GET_XACTS" ] || die "cache_stats counts $STATS_HITS hits, pgbench executed $GET_XACTS ai_cache_get calls"
+[ "$STATS_MISSES" = 0 ] || die "$STATS_MISSES misses: the pgbench request differs from the fixture's (benches/cache_setup.sql)"
+[ "$SWEPT_HITS" = "$GET_XACTS" ] && [ "$ENTRY_HITS" = "$GET_XACTS" ] && [ "$LEFT" = 0 ] ||
+  die "after ai_cache_sweep: cache_stats $SWEPT_HITS hits, entries $ENTRY_HITS, events left $LEFT; expected $GET_XACTS, $GET_XACTS, 0"
+
+# Zipf hit ratio: the same access sequence (get; on a miss, put) against an LRU and an LFU
+# namespace of 1,000 entries; the requests come from a universe 10x that size.
+out "| Zipf(s = 1) workload: $ZIPF_ACCESSES accesses over $ZIPF_DISTINCT distinct of 10,000 requests, limit 1,000 entries; each access a get, and a put on a miss, one transaction each | hit ratio | hits | misses | evictions | entries at end | wall s | ms/access |"
+out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for policy in lru lfu; do
+  log "E. Zipf workload, $ZIPF_ACCESSES accesses, namespace zipf-$policy"
+  t0=$(date +%s.%N)
+  psql_db -c "CALL bench_zipf_run('zipf-$policy')" || die "Zipf run zipf-$policy failed"
+  t1=$(date +%s.%N)
+  read -r ratio hits misses evictions entries <<<"$(psql_db -At -F ' ' -c \
+    "SELECT hit_ratio, hits, misses, evictions, entries FROM aicost.cache_stats WHERE namespace = 'zipf-$policy'")"
+  [ $((hits + misses)) = "$ZIPF_ACCESSES" ] || die "zipf-$policy: $hits hits + $misses misses != $ZIPF_ACCESSES accesses"
+  [ "$entries" -le 1000 ] || die "zipf-$policy holds $entries entries, over its limit of 1000"
+  out "| $policy | $ratio | $hits | $misses | $evictions | $entries | $(calc %.1f "$t1 - $t0") | $(calc %.2f "($t1 - $t0) * 1000 / $ZIPF_ACCESSES") |"
+done
+out "| reference: probability mass of the 1,000 most frequent requests (theory / in this sequence) | $ZIPF_THEORY / $ZIPF_TOP | | | | | | |"
+out ""
+
+# ---------------------------------------------------------------------------------------------
+# F. Budgets: ledger inserts without a budget, on one shared budget, on one budget per client
+# ---------------------------------------------------------------------------------------------
+log "F. fixture: fresh database $LEDGER_DB, budgets of 1e9 USD for 'shared' and u0..u99"
+psql_ -d postgres -c "DROP DATABASE IF EXISTS $LEDGER_DB WITH (FORCE)" -c "CREATE DATABASE $LEDGER_DB"
+psql_ -d "$LEDGER_DB" -f benches/ledger_setup.sql || die "fixture (benches/ledger_setup.sql) failed"
+
+# Wait-event sampler for one pgbench run: a psql session that records, every 0.5 s, what each
+# client backend of the ledger database is doing (wait_event_type:wait_event, or CPU when active
+# without a wait event, or its idle state, i.e. waiting for pgbench).
+SAMPLER_PID=
+start_sampler() {
+  printf '%s\n' "SELECT '#sample' UNION ALL SELECT coalesce(wait_event_type || ':' || wait_event, CASE WHEN state = 'active' THEN 'CPU' ELSE state END) FROM pg_stat_activity WHERE datname = '$LEDGER_DB' AND backend_type = 'client backend' AND pid <> pg_backend_pid() \\watch 0.5" |
+    psql_ -d "$LEDGER_DB" -At >"$TMP/waits-$1.txt" 2>&1 &
+  SAMPLER_PID=$!
+}
+stop_sampler() { if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=; fi; }
+
+declare -A F_TPS F_XACTS=([nobudget]=0 [shared]=0 [own]=0)
+for c in 1 8 32; do
+  j=$(( c < 2 ? c : 2 ))
+  for v in nobudget shared own; do
+    log "F. pgbench usage insert, $v, $c client(s), $j thread(s), ${F_SECONDS} s"
+    if [ "$c" = 32 ]; then start_sampler "$v"; fi
+    pgbench_db "$LEDGER_DB" "pgbench_usage_$v.sql" "$c" "$j" "$F_SECONDS"
+    stop_sampler
+    F_TPS[$v,$c]=$TPS
+    F_XACTS[$v]=$((F_XACTS[$v] + XACTS))
+  done
+done
+
+# The invariant: recorded spend equals the ledger, and every pgbench transaction is one row.
+log "F. invariant: ai_budget_audit(), shared budget spend vs ledger, rows vs pgbench"
+read -r AUDIT SHARED_SPENT SHARED_LEDGER SPEND_EQ N_NOBUDGET N_SHARED N_OWN <<<"$(psql_ -d "$LEDGER_DB" -At -F ' ' -c "
+  SELECT (SELECT count(*) FROM ai_budget_audit()),
+         s.spent, l.cost, s.spent = l.cost,
+         (SELECT count(*) FROM aicost.usage WHERE user_id = 'nobody'),
+         (SELECT count(*) FROM aicost.usage WHERE user_id = 'shared'),
+         (SELECT count(*) FROM aicost.usage WHERE user_id ~ '^u[0-9]+\$')
+    FROM (SELECT sum(sp.spent) AS spent FROM aicost.budget_spend sp JOIN aicost.budgets b USING (budget_id)
+           WHERE b.scope = 'user' AND b.scope_id = 'shared') s,
+         (SELECT sum(cost) AS cost FROM aicost.usage WHERE user_id = 'shared') l")"
+
+B_RATIO32=$(calc %.2f "${F_TPS[shared,32]} / ${F_TPS[nobudget,32]}")
+out "## F. Budgets: usage inserts, pgbench -n -T $F_SECONDS -c N -j min(N, 2)"
+out ""
+out "\`INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES (<user>, 'gpt-4o', 1000 + :i, 500)\`, priced and charged by the BEFORE INSERT trigger, in a fresh database; budgets of 1e9 USD a month (never reached). (a) user 'nobody' has no budget; (b) every client charges the one budget of user 'shared'; (c) client n charges its own budget, user 'u<n>'."
+out ""
+out "| clients | (a) no budget tps | (b) one shared budget tps | (c) own budget per client tps | (b) / (a) | (c) / (a) |"
+out "| ---: | ---: | ---: | ---: | ---: | ---: |"
+for c in 1 8 32; do
+  a=${F_TPS[nobudget,$c]} b=${F_TPS[shared,$c]} o=${F_TPS[own,$c]}
+  out "| $c | $(calc %.0f "$a") | $(calc %.0f "$b") | $(calc %.0f "$o") | $(calc %.2f "$b / $a") | $(calc %.2f "$o / $a") |"
+done
+out ""
+if awk "BEGIN { exit !($B_RATIO32 >= 0.70) }"; then
+  out "Target (b) / (a) >= 0.70 at 32 clients: **met** ($B_RATIO32)."
+else
+  out "Target (b) / (a) >= 0.70 at 32 clients: **NOT met** ($B_RATIO32); see the wait events below."
+fi
+out ""
+out "Invariant after the runs: ai_budget_audit() rows: $AUDIT; shared budget spend $SHARED_SPENT = ledger cost of user 'shared' $SHARED_LEDGER: $SPEND_EQ; ledger rows = pgbench transactions: (a) $N_NOBUDGET = ${F_XACTS[nobudget]}, (b) $N_SHARED = ${F_XACTS[shared]}, (c) $N_OWN = ${F_XACTS[own]}."
+out ""
+# Wait events at 32 clients: share of (backend, sample) pairs in each state.
+out "| what the 32 client backends were doing (pg_stat_activity every 0.5 s) | (a) no budget | (b) shared budget | (c) own budget |"
+out "| --- | ---: | ---: | ---: |"
+for v in nobudget shared own; do
+  awk '/^#sample$/ { s++; next } /^[A-Za-z]/ { n[$0]++; t++ }
+       END { printf "#samples\t%d\n", s; for (k in n) printf "%s\t%.1f%%\n", k, 100 * n[k] / t }' "$TMP/waits-$v.txt" >"$TMP/waits-$v.tsv"
+done
+cut -f1 "$TMP"/waits-*.tsv | grep -v '^#' | sort -u | while read -r k; do
+  row="| $k |"
+  for v in nobudget shared own; do row+=" $(awk -F'\t' -v k="$k" '$1 == k { print $2 }' "$TMP/waits-$v.tsv") |"; done
+  echo "$row"
+done >"$TMP/waits.md"
+while read -r line; do out "$line"; done < <(sort -t'|' -k4 -r "$TMP/waits.md")
+out "| samples | $(for v in nobudget shared own; do printf '%s | ' "$(awk -F'\t' '$1 == "#samples" { print $2 }' "$TMP/waits-$v.tsv")"; done)"
+out ""
+[ "$AUDIT" = 0 ] || die "ai_budget_audit() reports $AUDIT budget periods whose spend differs from the ledger"
+[ "$SPEND_EQ" = t ] || die "shared budget spend $SHARED_SPENT differs from the ledger cost $SHARED_LEDGER"
+[ "$N_NOBUDGET" = "${F_XACTS[nobudget]}" ] && [ "$N_SHARED" = "${F_XACTS[shared]}" ] && [ "$N_OWN" = "${F_XACTS[own]}" ] ||
+  die "ledger rows differ from pgbench transactions"
+
 out "Total benchmark run time: ${SECONDS} s."
 
 mkdir -p "$(dirname "$OUT")"

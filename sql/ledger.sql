@@ -7,7 +7,10 @@
 -- the rest of their transaction, and the hard limit holds exactly. Threshold crossings are
 -- detected under the same lock, so each alert fires once per threshold and period. Rate-limit
 -- counters (one row per limit and fixed window) are taken before the budget rows, in limit_id
--- order; every writer takes locks in that same order.
+-- order; every writer in this file takes locks in that same order (ai_reprice_unpriced locks all
+-- the spend rows it needs first, in order). A caller's own transaction that inserts several rows
+-- for different budgets, or reserves and then inserts, takes them in its own order: keep such
+-- transactions short or ordered, as with any row locks.
 
 CREATE TABLE aicost.usage (
     usage_id              bigserial PRIMARY KEY,
@@ -163,7 +166,7 @@ CREATE TABLE aicost.rate_counters (
     tokens       bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (limit_id, window_start)
 );
-COMMENT ON TABLE aicost.rate_counters IS 'Requests and tokens used per rate limit and window (older windows are dropped when a new one starts)';
+COMMENT ON TABLE aicost.rate_counters IS 'Requests and tokens used per rate limit and window (windows that ended more than a day ago are dropped)';
 COMMENT ON COLUMN aicost.rate_counters.limit_id IS 'Rate limit';
 COMMENT ON COLUMN aicost.rate_counters.window_start IS 'Start of the window';
 COMMENT ON COLUMN aicost.rate_counters.requests IS 'Requests counted';
@@ -280,6 +283,9 @@ BEGIN
     LOOP
         v_start := aicost._period_start(b.period, b.time_zone, p_row.created_at);
         v_spent := aicost._lock_spend(b.budget_id, v_start);
+        -- Re-read under the lock: ai_budget_set() may have committed while this writer waited.
+        SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = b.budget_id;
+        CONTINUE WHEN NOT FOUND;  -- deleted meanwhile
         IF p_row.request_id IS NOT NULL THEN
             UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = p_row.usage_id
              WHERE r.budget_id = b.budget_id AND r.request_id = p_row.request_id AND r.settled_at IS NULL;
@@ -324,7 +330,11 @@ BEGIN
          WHERE c.limit_id = l.limit_id AND c.window_start = v_ws
         RETURNING c.requests, c.tokens INTO v_req, v_tok;
         IF NOT FOUND THEN
-            DELETE FROM aicost.rate_counters c WHERE c.limit_id = l.limit_id AND c.window_start < v_ws;
+            -- Windows that ended more than a day ago are no longer needed (late rows within a day
+            -- still find their window's counter).
+            DELETE FROM aicost.rate_counters c
+             WHERE c.limit_id = l.limit_id AND c.window_start < v_ws
+               AND c.window_start + l.window_size < now() - interval '1 day';
             INSERT INTO aicost.rate_counters AS c (limit_id, window_start, requests, tokens)
             VALUES (l.limit_id, v_ws, 1, v_tokens)
             ON CONFLICT (limit_id, window_start) DO UPDATE
@@ -468,6 +478,15 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_abbrevs WHERE abbrev = v_tz) THEN
         RAISE EXCEPTION 'unknown time zone "%"', v_tz USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF EXISTS (SELECT 1 FROM aicost.budgets bu
+                WHERE bu.scope = ai_budget_set.scope AND bu.scope_id = ai_budget_set.scope_id
+                  AND (bu.period, bu.time_zone) IS DISTINCT FROM (ai_budget_set.period, v_tz)
+                  AND EXISTS (SELECT 1 FROM aicost.budget_spend s WHERE s.budget_id = bu.budget_id)) THEN
+        RAISE EXCEPTION 'cannot change the period or time zone of the budget of % "%": it has recorded spend',
+              ai_budget_set.scope, ai_budget_set.scope_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Drop it with ai_budget_drop() and create it again; its spend is not carried over.';
+    END IF;
     INSERT INTO aicost.budgets AS b (scope, scope_id, amount, period, time_zone, alert_pct, throttle_pct, hard_pct)
     VALUES (ai_budget_set.scope, ai_budget_set.scope_id, ai_budget_set.amount, ai_budget_set.period, v_tz,
             ai_budget_set.alert_pct, ai_budget_set.throttle_pct, ai_budget_set.hard_pct)
@@ -479,6 +498,13 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ai_budget_set(text, text, numeric, text, numeric, numeric, numeric, text) IS 'Creates or changes the budget (USD per period) of an org, team, user or api_key, with alert, throttle and hard-stop percentages';
+
+CREATE FUNCTION ai_budget_drop(scope text, scope_id text) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    DELETE FROM aicost.budgets b WHERE b.scope = ai_budget_drop.scope AND b.scope_id = ai_budget_drop.scope_id
+    RETURNING true
+$$;
+COMMENT ON FUNCTION ai_budget_drop(text, text) IS 'Deletes the budget of a scope with its spend, alerts and reservations (the ledger is untouched); NULL if there was none';
 
 -- Pre-flight: the state of a scope's budget if estimated_cost were spent now.
 CREATE FUNCTION ai_budget_check(scope text, scope_id text, estimated_cost numeric DEFAULT 0,
@@ -543,6 +569,7 @@ BEGIN
     END IF;
     v_start := aicost._period_start(b.period, b.time_zone, now());
     v_spent := aicost._lock_spend(b.budget_id, v_start);
+    SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = b.budget_id;  -- re-read under the lock
     v_reserved := aicost._reserved(b.budget_id, v_start);
     IF v_spent + v_reserved + ai_budget_reserve.amount > trim_scale(b.amount * b.hard_pct / 100) THEN
         PERFORM aicost._budget_exceeded(b, v_start, v_spent, v_reserved, ai_budget_reserve.amount);
@@ -550,6 +577,10 @@ BEGIN
     INSERT INTO aicost.budget_reservations (budget_id, period_start, amount, request_id, expires_at)
     VALUES (b.budget_id, v_start, ai_budget_reserve.amount, ai_budget_reserve.request_id, clock_timestamp() + ttl)
     RETURNING reservation_id INTO v_id;
+    -- A new version of the spend row: a REPEATABLE READ transaction whose snapshot predates this
+    -- reservation (and so cannot see it) fails with 40001 when it locks the row, instead of
+    -- ignoring the hold.
+    UPDATE aicost.budget_spend s SET spent = s.spent WHERE s.budget_id = b.budget_id AND s.period_start = v_start;
     RETURN v_id;
 END
 $$;
@@ -652,9 +683,29 @@ DECLARE
     v_ids bigint[];
     v_n bigint := 0;
     v_skipped bigint := 0;
+    v_rows bigint[];
+    v_budget bigint;
+    v_start timestamptz;
 BEGIN
     PERFORM set_config('aicost.ledger_maintenance', 'on', true);
-    FOR r IN SELECT * FROM aicost.usage u WHERE u.status = 'unpriced' ORDER BY u.usage_id FOR UPDATE LOOP
+    -- The rows to price, locked first (inserts never lock ledger rows).
+    SELECT coalesce(array_agg(x.usage_id ORDER BY x.usage_id), '{}') INTO v_rows
+      FROM (SELECT u.usage_id FROM aicost.usage u WHERE u.status = 'unpriced' ORDER BY u.usage_id FOR UPDATE) x;
+    -- Then every spend row they may charge, in (budget_id, period_start) order: the order in which
+    -- the insert trigger and ai_budget_reserve lock them, so that repricing several rows in one
+    -- transaction cannot deadlock with them.
+    FOR v_budget, v_start IN
+        SELECT DISTINCT bu.budget_id, aicost._period_start(bu.period, bu.time_zone, u.created_at)
+          FROM aicost.usage u
+          JOIN aicost.budgets bu
+            ON (bu.scope = 'org' AND bu.scope_id = u.org_id) OR (bu.scope = 'team' AND bu.scope_id = u.team_id)
+            OR (bu.scope = 'user' AND bu.scope_id = u.user_id) OR (bu.scope = 'api_key' AND bu.scope_id = u.api_key_id)
+         WHERE u.usage_id = ANY (v_rows)
+         ORDER BY 1, 2
+    LOOP
+        PERFORM aicost._lock_spend(v_budget, v_start);
+    END LOOP;
+    FOR r IN SELECT * FROM aicost.usage u WHERE u.usage_id = ANY (v_rows) ORDER BY u.usage_id LOOP
         -- Priced at the row's time, or, for a model that had no price yet then, at its first price.
         SELECT p.cost, p.price_ids INTO v_cost, v_ids
           FROM aicost._ledger_price(r.model, r.in_tokens, r.out_tokens, r.cached_tokens, r.cache_write_tokens,

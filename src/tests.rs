@@ -954,6 +954,32 @@ mod tests {
             .unwrap();
     }
 
+    #[pg_test(
+        error = "cannot change the period or time zone of the budget of user \"u\": it has recorded spend"
+    )]
+    fn budget_period_cannot_change_under_recorded_spend() {
+        Spi::run("SELECT ai_budget_set('user', 'u', 10, 'month')").unwrap();
+        // Without spend the period may still change.
+        Spi::run("SELECT ai_budget_set('user', 'u', 10, 'day')").unwrap();
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 1000, 0",
+        );
+        // Amount and thresholds may change; dropping and recreating resets the budget.
+        Spi::run("SELECT ai_budget_set('user', 'u', 20, 'day')").unwrap();
+        assert_eq!(text("ai_budget_drop('user', 'u')"), "true");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM aicost.budget_spend"),
+            Some(0)
+        );
+        Spi::run("SELECT ai_budget_set('user', 'u', 10, 'day')").unwrap();
+        insert(
+            "user_id, model, in_tokens, out_tokens",
+            "'u', 'gpt-4o', 1000, 0",
+        );
+        Spi::run("SELECT ai_budget_set('user', 'u', 10, 'month')").unwrap();
+    }
+
     #[pg_test(error = "unknown scope kind \"project\"")]
     fn unknown_scope_kinds_are_refused() {
         Spi::run("SELECT ai_budget_set('project', 'p', 1)").unwrap();

@@ -4,6 +4,12 @@
 //!
 //! Every connection has a `statement_timeout` and every wait in the test is bounded, so a lost
 //! wake-up or a lock cycle fails the test instead of hanging it.
+//!
+//! The last three tests (`reprice_concurrent_with_insert_no_deadlock`,
+//! `reservations_repeatable_read_never_overbook`, `lowered_budget_applies_to_queued_writers`)
+//! force specific interleavings that sql/ledger.sql does not handle yet: they fail until it is
+//! fixed (lock order of ai_reprice_unpriced, reservations invisible to REPEATABLE READ snapshots,
+//! budget row read before waiting for the spend lock).
 
 mod common;
 
@@ -16,6 +22,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -263,7 +270,7 @@ fn no_overspend_three_covering_budgets() {
 /// ua|ub|uc|ud}, budgets created in shuffled order so that the budget_id lock order differs from
 /// the scope order and between groups. No deadlock; each budget's spend equals its ledger sum;
 /// the shared org budget ends exactly full (the team and user amounts make any other outcome
-/// impossible, see below); every group was stopped by a full budget on its path.
+/// impossible, see below); teams and the org recorded exactly the sums of their members.
 #[test]
 fn no_overspend_overlapping_budgets_lock_order() {
     let db = TestDb::new("budget_overlapping");
@@ -300,14 +307,20 @@ fn no_overspend_overlapping_budgets_lock_order() {
             "{name}: spent {spent} over its limit {limit}"
         );
     }
-    let full = |k: &str| got[k].0 == got[k].2;
-    assert!(full("org:o"), "org o must end full: {got:?}");
-    for (team, user) in GROUPS {
-        assert!(
-            full("org:o") || full(&format!("team:{team}")) || full(&format!("user:{user}")),
-            "group ({team}, {user}) stopped without a full budget on its path: {got:?}"
-        );
-    }
+    assert_eq!(
+        got["org:o"].0, got["org:o"].2,
+        "org o must end full: {got:?}"
+    );
+    assert_eq!(
+        got["team:ta"].0,
+        got["user:ua"].0 + got["user:ub"].0,
+        "team ta = sum of its users"
+    );
+    assert_eq!(
+        got["team:tb"].0,
+        got["user:uc"].0 + got["user:ud"].0,
+        "team tb = sum of its users"
+    );
     assert_eq!(
         got["org:o"].0,
         got["team:ta"].0 + got["team:tb"].0,
@@ -539,18 +552,35 @@ fn reservations_under_concurrency() {
     let again: Option<bool> = one_row(&mut c, "SELECT ai_budget_release($1)", &[&r_s]).get(0);
     assert_eq!(again, None, "a settled reservation cannot be released");
 
-    // Expiry: a 200 ms hold counts, then no longer does.
+    // Expiry: a 200 ms hold counts, then no longer does. (The checks while it counts are only
+    // asserted if they ran within its lifetime.)
+    let t0 = Instant::now();
     exec(
         &mut c,
         "SELECT ai_budget_reserve('user', 'u', 0.05, ttl => '200 milliseconds')",
     );
-    assert_eq!(spent_reserved(&mut c), (dec(ROW_COST), dec("0.95")));
-    expect_error(
+    let during = spent_reserved(&mut c);
+    let state: String = one_row(
         &mut b,
-        "SELECT ai_budget_reserve('user', 'u', 0.06)",
+        "SELECT state FROM ai_budget_check('user', 'u', 0.06)",
         &[],
-        "AC001",
-    );
+    )
+    .get(0);
+    if t0.elapsed() < Duration::from_millis(180) {
+        assert_eq!(
+            during,
+            (dec(ROW_COST), dec("0.95")),
+            "while the hold counts"
+        );
+        assert_eq!(
+            state, "deny",
+            "0.06 more does not fit while the hold counts"
+        );
+    } else {
+        eprintln!(
+            "reservations_under_concurrency: too slow to check the 200 ms hold while it counts"
+        );
+    }
     thread::sleep(Duration::from_millis(300));
     assert_eq!(spent_reserved(&mut c), (dec(ROW_COST), dec("0.90")));
     exec(&mut b, "SELECT ai_budget_reserve('user', 'u', 0.0975)");
@@ -715,9 +745,21 @@ impl Rng {
     }
 }
 
+/// scope, scope_id, amount, period, time zone, alert, throttle and hard percent.
+type BudgetSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    u32,
+    u32,
+    u32,
+);
+
 /// Budgets of the randomized workload: scope, scope_id, amount, period, time zone, alert,
 /// throttle and hard percent. Listed in a shuffled scope order (budget ids follow it).
-const RANDOM_BUDGETS: [(&str, &str, &str, &str, &str, u32, u32, u32); 10] = [
+const RANDOM_BUDGETS: [BudgetSpec; 10] = [
     ("user", "u5", "0.18", "day", "UTC", 80, 95, 100),
     ("org", "o1", "20", "month", "UTC", 80, 95, 100),
     ("team", "t3", "0.35", "day", "Asia/Tokyo", 50, 75, 100),
@@ -860,7 +902,7 @@ fn random_insert(c: &mut Client, rng: &mut Rng, row: &GenRow, st: &mut Stats) ->
         exec(c, "BEGIN");
     }
     let r = c.execute(RANDOM_INSERT, &params);
-    let committed = match r {
+    match r {
         Ok(_) if kind < 15 => {
             exec(c, "ROLLBACK");
             st.rolled_back += 1;
@@ -884,8 +926,7 @@ fn random_insert(c: &mut Client, rng: &mut Rng, row: &GenRow, st: &mut Stats) ->
             }
             false
         }
-    };
-    committed
+    }
 }
 
 /// One session of the randomized workload: `ops` operations from seed `seed`.
@@ -1030,11 +1071,45 @@ fn randomized_invariant() {
     }
     const SESSIONS: usize = 4;
     const OPS: usize = 1250;
+    let mut listener = session(&db);
+    exec(&mut listener, "LISTEN aicost_budget");
     let t = Instant::now();
-    let stats = concurrently(&db, SESSIONS, |i, s| {
-        random_session(s, 0x5eed_0000 + i as u64, OPS)
+    let stop = AtomicBool::new(false);
+    let (stats, elapsed, notified) = thread::scope(|s| {
+        // Collects the NOTIFYs while the workload runs, until 500 ms of quiet after it ended.
+        let collector = s.spawn(|| {
+            let mut got = Vec::new();
+            let mut last = Instant::now();
+            let mut n = listener.notifications();
+            loop {
+                match n.timeout_iter(Duration::from_millis(100)).next() {
+                    Ok(Some(x)) => {
+                        got.push(x.payload().to_string());
+                        last = Instant::now();
+                    }
+                    Ok(None)
+                        if stop.load(Ordering::SeqCst)
+                            && last.elapsed() > Duration::from_millis(500) =>
+                    {
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => panic!("reading notifications: {e}"),
+                }
+            }
+            got
+        });
+        let stats = concurrently(&db, SESSIONS, |i, s| {
+            random_session(s, 0x5eed_0000 + i as u64, OPS)
+        });
+        let elapsed = t.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        (
+            stats,
+            elapsed,
+            collector.join().expect("notification collector"),
+        )
     });
-    let elapsed = t.elapsed();
     let mut total = Stats::default();
     for (i, st) in stats.iter().enumerate() {
         assert!(
@@ -1079,6 +1154,43 @@ fn randomized_invariant() {
         violations.len()
     );
     assert_audit_empty(&mut c);
+
+    // Exactly one NOTIFY per committed alert row; rolled-back crossings sent none.
+    let mut alerts: Vec<(i64, String, String, Decimal)> = c
+        .query(
+            "SELECT budget_id, to_json(period_start) #>> '{}', threshold, spent FROM aicost.budget_alerts",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let mut from_notify: Vec<(i64, String, String, Decimal)> = notified
+        .iter()
+        .map(|payload| {
+            let p: Value = serde_json::from_str(payload)
+                .unwrap_or_else(|e| panic!("payload {payload:?} is not JSON: {e}"));
+            (
+                p["budget_id"].as_i64().expect("budget_id"),
+                p["period_start"]
+                    .as_str()
+                    .expect("period_start")
+                    .to_string(),
+                p["threshold"].as_str().expect("threshold").to_string(),
+                json_dec(&p["spent"]),
+            )
+        })
+        .collect();
+    alerts.sort();
+    from_notify.sort();
+    eprintln!(
+        "randomized_invariant: {} alert rows, {} notifications",
+        alerts.len(),
+        from_notify.len()
+    );
+    assert!(!alerts.is_empty());
+    assert_eq!(from_notify, alerts, "NOTIFYs vs budget_alerts rows");
+
     // Every period of every budget saw spend; several were filled to the hard limit.
     let full = count(
         &mut c,
@@ -1195,5 +1307,236 @@ fn period_boundary_explicit_timestamps() {
             "2026-03-30 04:00:00+00"
         ]
     );
+    assert_audit_empty(&mut c);
+}
+
+/// ai_reprice_unpriced() charges the budgets of several unpriced rows in one transaction, row
+/// after row (usage_id order); a concurrent insert covering the same budgets locks them in
+/// budget_id order. Neither may deadlock: the interleaving is forced with a third session that
+/// holds the first budget's spend row, so that the insert queues for it before the repricing.
+#[test]
+fn reprice_concurrent_with_insert_no_deadlock() {
+    let db = TestDb::new("budget_reprice_lock_order");
+    let mut c = session(&db);
+    avoid_utc_day_boundary(&mut c);
+    let team = budget_set(&mut c, "ai_budget_set('team', 't', 100)");
+    let user = budget_set(&mut c, "ai_budget_set('user', 'u', 100)");
+    assert!(team < user);
+    // Both spend rows exist (priced rows), then two unpriced rows: the first charged to the user
+    // budget only, the second to the team budget only.
+    exec(
+        &mut c,
+        "INSERT INTO aicost.usage (team_id, user_id, model, in_tokens, out_tokens)
+              VALUES ('t', 'u', 'gpt-4o', 1000, 0);
+         SET aicost.ledger_unknown_model = 'unpriced';
+         INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('u', 'acme-1', 1000, 0);
+         INSERT INTO aicost.usage (team_id, model, in_tokens, out_tokens) VALUES ('t', 'acme-1', 1000, 0);
+         RESET aicost.ledger_unknown_model;
+         INSERT INTO aicost.models (model, provider) VALUES ('acme-1', 'acme');
+         SELECT ai_price_set('acme-1', 'input', 1), ai_price_set('acme-1', 'output', 2);",
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM aicost.usage WHERE status = 'unpriced'"
+        ),
+        2
+    );
+
+    let (mut holder, mut ins, mut rep, mut watch) =
+        (session(&db), session(&db), session(&db), session(&db));
+    let (ins_pid, rep_pid) = (backend_pid(&mut ins), backend_pid(&mut rep));
+    exec(&mut holder, "BEGIN");
+    exec(
+        &mut holder,
+        &format!("SELECT 1 FROM aicost.budget_spend WHERE budget_id = {team} FOR UPDATE"),
+    );
+    let (ins_r, rep_r) = thread::scope(|s| {
+        let inserter = s.spawn(|| {
+            ins.execute(
+                "INSERT INTO aicost.usage (team_id, user_id, model, in_tokens, out_tokens)
+                 VALUES ('t', 'u', 'gpt-4o', 1000, 0)",
+                &[],
+            )
+            .map_err(|e| describe(&e))
+        });
+        wait_for_lock_wait(
+            &mut watch,
+            ins_pid,
+            "the insert to queue for the team budget",
+        );
+        let repricer = s.spawn(|| {
+            rep.query_one("SELECT ai_reprice_unpriced()", &[])
+                .map(|r| r.get::<_, i64>(0))
+                .map_err(|e| describe(&e))
+        });
+        // The repricing charged the user budget (first row) and waits for the team budget.
+        wait_for_lock_wait(
+            &mut watch,
+            rep_pid,
+            "the repricing to queue for the team budget",
+        );
+        exec(&mut holder, "COMMIT");
+        (inserter.join().unwrap(), repricer.join().unwrap())
+    });
+    assert!(
+        ins_r.is_ok() && rep_r.is_ok(),
+        "insert: {ins_r:?}, ai_reprice_unpriced(): {rep_r:?}"
+    );
+    assert_eq!(rep_r, Ok(2));
+    assert_audit_empty(&mut c);
+}
+
+/// The same race as `reservations_under_concurrency`, with every reservation made in a
+/// REPEATABLE READ (then SERIALIZABLE) transaction: a refusal may be AC001 or a serialization
+/// failure (40001), but the holds committed may never exceed the budget.
+#[test]
+fn reservations_repeatable_read_never_overbook() {
+    let db = TestDb::new("budget_reservations_rr");
+    let mut c = session(&db);
+    avoid_utc_day_boundary(&mut c);
+    let mut overbooked = Vec::new();
+    for (user, isolation) in [("u", "REPEATABLE READ"), ("v", "SERIALIZABLE")] {
+        budget_set(&mut c, &format!("ai_budget_set('user', '{user}', 1.00)"));
+        // The spend row of the period exists already (else the racing inserts of it conflict).
+        exec(
+            &mut c,
+            &format!("SELECT ai_budget_release(ai_budget_reserve('user', '{user}', 0.01))"),
+        );
+        let results = concurrently(&db, 16, |_, s| {
+            exec(s, &format!("BEGIN ISOLATION LEVEL {isolation}"));
+            match s.query_one(
+                &format!("SELECT ai_budget_reserve('user', '{user}', 0.30)"),
+                &[],
+            ) {
+                Ok(_) => s.batch_execute("COMMIT").map_err(|e| code_of(&e)),
+                Err(e) => {
+                    exec(s, "ROLLBACK");
+                    Err(code_of(&e))
+                }
+            }
+        });
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        eprintln!("reservations at {isolation}: {results:?}");
+        for r in &results {
+            if let Err(code) = r {
+                assert!(
+                    code == "AC001" || code == "40001",
+                    "{isolation}: refusal {code}"
+                );
+            }
+        }
+        let reserved = num(
+            &mut c,
+            "SELECT reserved FROM aicost.budget_status WHERE scope = 'user' AND scope_id = $1",
+            &[&user],
+        )
+        .unwrap();
+        if reserved > dec("1.00") {
+            overbooked.push(format!(
+                "{isolation}: {ok} reservations of 0.30 committed, {reserved} USD held against a \
+                 1.00 USD budget (outcomes {results:?})"
+            ));
+        }
+    }
+    // An insert in a REPEATABLE READ transaction whose snapshot predates a committed
+    // reservation must not ignore it.
+    budget_set(&mut c, "ai_budget_set('user', 'w', 1.00)");
+    exec(
+        &mut c,
+        "SELECT ai_budget_release(ai_budget_reserve('user', 'w', 0.01))",
+    );
+    let mut t = session(&db);
+    exec(&mut t, "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1");
+    exec(&mut c, "SELECT ai_budget_reserve('user', 'w', 0.90)");
+    let r = t.execute(
+        "INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('w', 'gpt-4o', 200000, 0)",
+        &[],
+    );
+    match r {
+        Ok(_) => {
+            exec(&mut t, "COMMIT");
+            let (spent, reserved): (Decimal, Decimal) = {
+                let row = one_row(
+                    &mut c,
+                    "SELECT spent, reserved FROM aicost.budget_status WHERE scope_id = 'w'",
+                    &[],
+                );
+                (row.get(0), row.get(1))
+            };
+            overbooked.push(format!(
+                "REPEATABLE READ insert of 0.50 committed past a reservation of 0.90 made after \
+                 its snapshot: spent {spent} + reserved {reserved} > 1.00"
+            ));
+        }
+        Err(e) => {
+            exec(&mut t, "ROLLBACK");
+            let code = code_of(&e);
+            assert!(code == "AC001" || code == "40001", "{}", describe(&e));
+        }
+    }
+    assert!(overbooked.is_empty(), "overbooked: {overbooked:#?}");
+}
+
+/// A budget lowered while writers queue for its spend row: the writers that get the row after
+/// ai_budget_set() committed must be checked against the new amount, not the one they read before
+/// waiting (the hard limit must hold for every charge made after the change).
+#[test]
+fn lowered_budget_applies_to_queued_writers() {
+    let db = TestDb::new("budget_lowered_queued");
+    let mut c = session(&db);
+    avoid_utc_day_boundary(&mut c);
+    assert_row_cost(&mut c);
+    budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
+    exec(
+        &mut c,
+        "INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('u', 'gpt-4o', 160000, 0)",
+    ); // 0.40
+    let mut holder = session(&db);
+    exec(&mut holder, "BEGIN");
+    exec(&mut holder, INSERT_USER_U); // holds the spend row
+    let mut watch = session(&db);
+    const WRITERS: usize = 8;
+    let mut writers: Vec<Client> = (0..WRITERS).map(|_| session(&db)).collect();
+    let pids: Vec<i32> = writers.iter_mut().map(backend_pid).collect();
+    let results = thread::scope(|s| {
+        let handles: Vec<_> = writers
+            .iter_mut()
+            .map(|w| {
+                s.spawn(move || {
+                    w.execute(
+                        "INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('u', 'gpt-4o', 20000, 0)",
+                        &[],
+                    ) // 0.05 each
+                    .map(|_| ())
+                    .map_err(|e| code_of(&e))
+                })
+            })
+            .collect();
+        for pid in &pids {
+            wait_for_lock_wait(&mut watch, *pid, "a writer to queue for the spend row");
+        }
+        // Lowered to 0.45 while they wait: 0.40 + 0.0025 spent, so not one more 0.05 row fits.
+        exec(&mut c, "SELECT ai_budget_set('user', 'u', 0.45)");
+        exec(&mut holder, "COMMIT");
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let row = one_row(
+        &mut c,
+        "SELECT spent, limit_usd FROM aicost.budget_status WHERE scope_id = 'u'",
+        &[],
+    );
+    let (spent, limit): (Decimal, Decimal) = (row.get(0), row.get(1));
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().err().map(String::as_str) == Some("AC001")),
+        "every queued 0.05 USD row must be refused by the lowered budget: outcomes {results:?}, \
+         spent {spent} of the new limit {limit}"
+    );
+    assert_eq!(spent, dec("0.4025"));
     assert_audit_empty(&mut c);
 }
