@@ -12,15 +12,29 @@
 #   B. pgbench: SELECT ai_cost('gpt-4o', 1000, 500) vs SELECT 1, at 1 and 8 clients.
 #   C. First-call latency of ai_cost in a fresh connection (library load + catalog cache load).
 #   D. Criterion micro-benchmarks of the pure-Rust core (aicost-core, benches/cost.rs).
+#   E. Response cache (fixture: benches/cache_setup.sql). pgbench of ai_cache_get hits at 1, 8
+#      and 32 clients vs two hand-rolled UNLOGGED key/value peers and vs Redis GET on loopback
+#      (redis-server/redis-tools are installed from Debian if missing; a throwaway redis-server
+#      runs on BENCH_REDIS_PORT and is stopped at exit). Checks that aicost.cache_stats counts
+#      exactly the hits pgbench executed, before and after ai_cache_sweep() (timed). Then the
+#      hit ratio of LRU and LFU on one Zipf(1) access sequence over 10x the namespace's limit.
+#   F. Budgets (fixture: benches/ledger_setup.sql, database aicost_ledger_bench). pgbench of
+#      usage-row inserts at 1, 8 and 32 clients (a) without a budget, (b) all on one shared
+#      budget, (c) one budget per client; checks the invariant (ai_budget_audit() empty, shared
+#      spend = its ledger cost, one ledger row per pgbench transaction) and reports the target
+#      (b) / (a) >= 0.70 at 32 clients. E and F sample pg_stat_activity wait events at 32 clients.
 #
 # Usage: `make bench` (installs a release build, restarts the cluster, runs this script), or
 #   bash benches/run.sh          against whatever build is installed; the cluster is started if needed.
 # Environment: AICOST_PGPORT (default 28815) and AICOST_CLUSTER_DIR select the cluster
 #   (scripts/cluster.sh); AICOST_SHARED_DATA (default ../shared/data) holds litellm_model_prices.json;
 #   BENCH_RUNS (3), BENCH_NOCACHE_RUNS (1: the pricing_cache = off run takes ~1 min) and
-#   BENCH_PGBENCH_SECONDS (10) tune the run length.
-# Any failing step (SQL error, unequal sums, pgbench error, cargo bench error) exits non-zero.
-# The database aicost_bench is recreated at the start and left in place for inspection.
+#   BENCH_PGBENCH_SECONDS (10) tune the run length; BENCH_CACHE_SECONDS and BENCH_LEDGER_SECONDS
+#   (default: BENCH_PGBENCH_SECONDS) the pgbench runs of E and F, BENCH_ZIPF_ACCESSES (30000),
+#   BENCH_REDIS_REQUESTS (200000) and BENCH_REDIS_PORT (28879) the rest of E.
+# Any failing step (SQL error, unequal sums, pgbench error, cargo bench error, a statistics or
+# budget invariant broken, pg_aicost.so replaced during the run) exits non-zero.
+# The databases aicost_bench and aicost_ledger_bench are recreated and left for inspection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -102,6 +116,7 @@ scripts/cluster.sh start
 SO=$("$PGBIN/pg_config" --pkglibdir)/pg_aicost.so
 [ -f "$SO" ] || die "pg_aicost is not installed ($SO missing): run make install-release"
 SO_MB=$(( $(stat -c %s "$SO") / 1048576 ))
+SO_STAMP=$(stat -c '%s %Y' "$SO")  # a reinstall during the run would mix builds
 if ! command -v readelf >/dev/null; then
   BUILD="build type unknown (no readelf)"
 elif readelf -S "$SO" | grep -q '\.debug_info'; then
@@ -237,6 +252,41 @@ pgbench_db() {
 }
 # pgbench_run SCRIPT CLIENTS: section B, in $DB, one thread per client, PGB_SECONDS.
 pgbench_run() { pgbench_db "$DB" "$1" "$2" "$2" "$PGB_SECONDS"; }
+
+# Wait-event sampler for sections E and F: start_sampler DATABASE FILE starts a psql session
+# that records every 0.5 s what each client backend of DATABASE is doing: its
+# wait_event_type:wait_event, CPU if active without a wait event (running, or waiting for a CPU),
+# else its state. stop_sampler ends it. wait_table NAME FILE [NAME FILE...] prints a markdown table
+# of the share of (backend, sample) pairs in each state, one column per file.
+SAMPLER_PID=
+start_sampler() {
+  "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -X -At -d "$1" >"$2" 2>&1 <<<"SELECT '#sample' UNION ALL
+    SELECT coalesce(wait_event_type || ':' || wait_event, CASE WHEN state = 'active' THEN 'CPU' ELSE state END)
+      FROM pg_stat_activity
+     WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid() \\watch 0.5" &
+  SAMPLER_PID=$!
+}
+stop_sampler() {
+  if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; fi
+  SAMPLER_PID=
+}
+wait_table() {
+  local names=() files=()
+  while [ $# -gt 0 ]; do names+=("$1"); files+=("$2"); shift 2; done
+  printf '| client backend state (sampled every 0.5 s) |'; printf ' %s |' "${names[@]}"; echo
+  printf '| --- |'; printf ' ---: |%.0s' "${names[@]}"; echo
+  # Rows sorted by their largest share; the last row counts the samples.
+  awk 'FNR == 1 { f++ } /^#sample$/ { s[f]++; next } /^[A-Za-z]/ { n[f, $0]++; t[f]++; k[$0] = 1 }
+       END {
+         for (key in k) {
+           row = "| " key " |"; m = 0
+           for (i = 1; i <= f; i++) { v = t[i] ? 100 * n[i, key] / t[i] : 0; row = row sprintf(" %.1f%% |", v); if (v > m) m = v }
+           printf "%09.3f\t%s\n", m, row
+         }
+         row = "| samples |"; for (i = 1; i <= f; i++) row = row " " (s[i] + 0) " |"
+         printf "%09.3f\t%s\n", -1, row
+       }' "${files[@]}" | sort -r | cut -f2-
+}
 out "## B. pgbench, ${PGB_SECONDS} s each (-n -c N -j N, simple protocol)"
 out ""
 out "| clients | SELECT ai_cost('gpt-4o', 1000, 500) tps | latency ms | SELECT 1 tps | latency ms | tps ai_cost / SELECT 1 |"
@@ -329,7 +379,9 @@ for c in 1 8 32; do
   j=$(( c < 2 ? c : 2 ))
   for v in cache_get kv_hashed kv; do
     log "E. pgbench $v, $c client(s), $j thread(s), ${E_SECONDS} s"
+    if [ "$c" = 32 ]; then start_sampler "$DB" "$TMP/waits-$v.txt"; fi
     pgbench_db "$DB" "pgbench_$v.sql" "$c" "$j" "$E_SECONDS"
+    stop_sampler
     E_TPS[$v,$c]=$TPS
     if [ "$v" = cache_get ]; then GET_XACTS=$((GET_XACTS + XACTS)); fi
   done
@@ -387,6 +439,9 @@ for c in 1 8 32; do
   out "| $c | $(calc %.0f "$g") | $(calc %.0f "$h") | $(calc %.0f "$k") | $(calc %.0f "$r") | $(calc %.2f "$g / $k") | $(calc %.2f "$g / $h") | $(calc %.3f "$g / $r") |"
 done
 out ""
+while read -r line; do out "$line"; done < <(wait_table "ai_cache_get, 32 clients" "$TMP/waits-cache_get.txt" \
+  "kv by hashed request" "$TMP/waits-kv_hashed.txt" "kv by known key" "$TMP/waits-kv.txt")
+out ""
 
 # Statistics: every hit pgbench executed is counted, exactly once, before and after the roll-up.
 log "E. statistics: aicost.cache_stats vs pgbench, then ai_cache_sweep()"
@@ -431,6 +486,7 @@ for policy in lru lfu; do
   out "| $policy | $ratio | $hits | $misses | $evictions | $entries | $(calc %.1f "$t1 - $t0") | $(calc %.2f "($t1 - $t0) * 1000 / $ZIPF_ACCESSES") |"
 done
 out "| reference: probability mass of the 1,000 most frequent requests (theory / in this sequence) | $ZIPF_THEORY / $ZIPF_TOP | | | | | | |"
+out "| bound: 1 - first accesses / accesses (no cache avoids the $ZIPF_DISTINCT compulsory misses) | $(calc %.4f "1 - $ZIPF_DISTINCT / $ZIPF_ACCESSES") | | | | | | |"
 out ""
 
 # ---------------------------------------------------------------------------------------------
@@ -440,26 +496,15 @@ log "F. fixture: fresh database $LEDGER_DB, budgets of 1e9 USD for 'shared' and 
 psql_ -d postgres -c "DROP DATABASE IF EXISTS $LEDGER_DB WITH (FORCE)" -c "CREATE DATABASE $LEDGER_DB"
 psql_ -d "$LEDGER_DB" -f benches/ledger_setup.sql || die "fixture (benches/ledger_setup.sql) failed"
 
-# Wait-event sampler for one pgbench run: a psql session that records, every 0.5 s, what each
-# client backend of the ledger database is doing (wait_event_type:wait_event, or CPU when active
-# without a wait event, or its idle state, i.e. waiting for pgbench).
-SAMPLER_PID=
-start_sampler() {
-  printf '%s\n' "SELECT '#sample' UNION ALL SELECT coalesce(wait_event_type || ':' || wait_event, CASE WHEN state = 'active' THEN 'CPU' ELSE state END) FROM pg_stat_activity WHERE datname = '$LEDGER_DB' AND backend_type = 'client backend' AND pid <> pg_backend_pid() \\watch 0.5" |
-    psql_ -d "$LEDGER_DB" -At >"$TMP/waits-$1.txt" 2>&1 &
-  SAMPLER_PID=$!
-}
-stop_sampler() { if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=; fi; }
-
-declare -A F_TPS F_XACTS=([nobudget]=0 [shared]=0 [own]=0)
+declare -A F_TPS F_LAT F_XACTS=([nobudget]=0 [shared]=0 [own]=0)
 for c in 1 8 32; do
   j=$(( c < 2 ? c : 2 ))
   for v in nobudget shared own; do
     log "F. pgbench usage insert, $v, $c client(s), $j thread(s), ${F_SECONDS} s"
-    if [ "$c" = 32 ]; then start_sampler "$v"; fi
+    if [ "$c" = 32 ]; then start_sampler "$LEDGER_DB" "$TMP/waits-$v.txt"; fi
     pgbench_db "$LEDGER_DB" "pgbench_usage_$v.sql" "$c" "$j" "$F_SECONDS"
     stop_sampler
-    F_TPS[$v,$c]=$TPS
+    F_TPS[$v,$c]=$TPS F_LAT[$v,$c]=$LAT
     F_XACTS[$v]=$((F_XACTS[$v] + XACTS))
   done
 done
@@ -488,6 +533,8 @@ for c in 1 8 32; do
   out "| $c | $(calc %.0f "$a") | $(calc %.0f "$b") | $(calc %.0f "$o") | $(calc %.2f "$b / $a") | $(calc %.2f "$o / $a") |"
 done
 out ""
+out "Single client, no contention: a row costs $(calc %.0f "${F_LAT[nobudget,1]} * 1000") µs without a budget, $(calc %.0f "${F_LAT[shared,1]} * 1000") µs charging one budget: the charge itself is $(calc %.0f "(${F_LAT[shared,1]} - ${F_LAT[nobudget,1]}) * 1000") µs (pgbench average latency). (b) / (c) at 32 clients, the price of sharing one budget row: $(calc %.2f "${F_TPS[shared,32]} / ${F_TPS[own,32]}")."
+out ""
 if awk "BEGIN { exit !($B_RATIO32 >= 0.70) }"; then
   out "Target (b) / (a) >= 0.70 at 32 clients: **met** ($B_RATIO32)."
 else
@@ -496,20 +543,9 @@ fi
 out ""
 out "Invariant after the runs: ai_budget_audit() rows: $AUDIT; shared budget spend $SHARED_SPENT = ledger cost of user 'shared' $SHARED_LEDGER: $SPEND_EQ; ledger rows = pgbench transactions: (a) $N_NOBUDGET = ${F_XACTS[nobudget]}, (b) $N_SHARED = ${F_XACTS[shared]}, (c) $N_OWN = ${F_XACTS[own]}."
 out ""
-# Wait events at 32 clients: share of (backend, sample) pairs in each state.
-out "| what the 32 client backends were doing (pg_stat_activity every 0.5 s) | (a) no budget | (b) shared budget | (c) own budget |"
-out "| --- | ---: | ---: | ---: |"
-for v in nobudget shared own; do
-  awk '/^#sample$/ { s++; next } /^[A-Za-z]/ { n[$0]++; t++ }
-       END { printf "#samples\t%d\n", s; for (k in n) printf "%s\t%.1f%%\n", k, 100 * n[k] / t }' "$TMP/waits-$v.txt" >"$TMP/waits-$v.tsv"
-done
-cut -f1 "$TMP"/waits-*.tsv | grep -v '^#' | sort -u | while read -r k; do
-  row="| $k |"
-  for v in nobudget shared own; do row+=" $(awk -F'\t' -v k="$k" '$1 == k { print $2 }' "$TMP/waits-$v.tsv") |"; done
-  echo "$row"
-done >"$TMP/waits.md"
-while read -r line; do out "$line"; done < <(sort -t'|' -k4 -r "$TMP/waits.md")
-out "| samples | $(for v in nobudget shared own; do printf '%s | ' "$(awk -F'\t' '$1 == "#samples" { print $2 }' "$TMP/waits-$v.tsv")"; done)"
+# Where the time goes at 32 clients.
+while read -r line; do out "$line"; done < <(wait_table "(a) no budget" "$TMP/waits-nobudget.txt" \
+  "(b) shared budget" "$TMP/waits-shared.txt" "(c) own budget" "$TMP/waits-own.txt")
 out ""
 [ "$AUDIT" = 0 ] || die "ai_budget_audit() reports $AUDIT budget periods whose spend differs from the ledger"
 [ "$SPEND_EQ" = t ] || die "shared budget spend $SHARED_SPENT differs from the ledger cost $SHARED_LEDGER"
@@ -521,3 +557,5 @@ out "Total benchmark run time: ${SECONDS} s."
 mkdir -p "$(dirname "$OUT")"
 printf '%s\n' "${RESULTS[@]}" | tee "$OUT"
 log "results written to $OUT"
+[ "$(stat -c '%s %Y' "$SO")" = "$SO_STAMP" ] ||
+  die "$SO was replaced during the run (someone installed a build): the numbers mix builds, run again"
