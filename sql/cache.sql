@@ -183,15 +183,19 @@ COMMENT ON FUNCTION aicost._cache_namespaces() IS 'Internal: every cache namespa
 CREATE FUNCTION aicost._cache_policy(p_namespace text,
     OUT max_entries bigint, OUT max_bytes bigint, OUT eviction text, OUT default_ttl interval,
     OUT cost_aware_ttl boolean, OUT durability text)
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(n.max_entries, coalesce(nullif(current_setting('aicost.cache_max_entries', true), ''), '100000')::bigint),
-           n.max_bytes,
-           coalesce(n.eviction, 'lru'),
-           coalesce(n.default_ttl, coalesce(nullif(current_setting('aicost.cache_default_ttl', true), ''), '1 day')::interval),
-           coalesce(n.cost_aware_ttl, false),
-           coalesce(n.durability, 'logged')
-      FROM (SELECT 1) one
-      LEFT JOIN aicost.cache_namespaces n ON n.namespace = p_namespace;
+-- PL/pgSQL, not SQL: a SQL function with a FROM clause is planned again on every call.
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    n aicost.cache_namespaces;
+BEGIN
+    SELECT * INTO n FROM aicost.cache_namespaces ns WHERE ns.namespace = p_namespace;
+    max_entries := coalesce(n.max_entries, coalesce(nullif(current_setting('aicost.cache_max_entries', true), ''), '100000')::bigint);
+    max_bytes := n.max_bytes;
+    eviction := coalesce(n.eviction, 'lru');
+    default_ttl := coalesce(n.default_ttl, coalesce(nullif(current_setting('aicost.cache_default_ttl', true), ''), '1 day')::interval);
+    cost_aware_ttl := coalesce(n.cost_aware_ttl, false);
+    durability := coalesce(n.durability, 'logged');
+END
 $$;
 COMMENT ON FUNCTION aicost._cache_policy(text) IS 'Internal: a namespace''s policy with GUC defaults filled in';
 
@@ -281,14 +285,15 @@ COMMENT ON FUNCTION aicost._cache_evict(text, text) IS 'Internal: removes expire
 
 -- The live entry for a key (no statistics).
 CREATE FUNCTION aicost._cache_lookup(p_key text, OUT response jsonb, OUT cost numeric)
-LANGUAGE sql STABLE AS $$
-    SELECT e.response, e.cost
-      FROM (SELECT c.response, c.cost FROM aicost.cache_entries c
-             WHERE c.key = p_key AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())
-            UNION ALL
-            SELECT c.response, c.cost FROM aicost.cache_entries_unlogged c
-             WHERE c.key = p_key AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp())) e
-     LIMIT 1
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    SELECT c.response, c.cost INTO response, cost FROM aicost.cache_entries c
+     WHERE c.key = p_key AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp());
+    IF NOT FOUND THEN
+        SELECT c.response, c.cost INTO response, cost FROM aicost.cache_entries_unlogged c
+         WHERE c.key = p_key AND (c.expires_at IS NULL OR c.expires_at > clock_timestamp());
+    END IF;
+END
 $$;
 COMMENT ON FUNCTION aicost._cache_lookup(text) IS 'Internal: the unexpired entry for a key, without counting a hit or miss';
 

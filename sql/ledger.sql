@@ -1,8 +1,8 @@
 -- pg_aicost usage ledger, budgets and rate limits, enforced in the inserting transaction.
 --
 -- Concurrency design: spend is kept per (budget, period) in one row of aicost.budget_spend. The
--- insert trigger locks the rows of every budget covering the usage row (in budget_id order, so
--- no deadlocks), checks committed spend + active reservations + this cost against the hard limit
+-- AFTER INSERT trigger (so the ledger row and its indexes are already written) locks the rows of
+-- every budget covering the usage row (in budget_id order, so no deadlocks), checks committed spend + active reservations + this cost against the hard limit
 -- and adds the cost, all under that row lock: concurrent writers of one budget queue on it for
 -- the rest of their transaction, and the hard limit holds exactly. Threshold crossings are
 -- detected under the same lock, so each alert fires once per threshold and period. Rate-limit
@@ -199,10 +199,13 @@ $$;
 COMMENT ON FUNCTION aicost._period_end(text, text, timestamptz) IS 'Internal: end (exclusive) of the budget period starting at p_start';
 
 CREATE FUNCTION aicost._reserved(p_budget bigint, p_start timestamptz) RETURNS numeric
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(sum(r.amount), 0) FROM aicost.budget_reservations r
-     WHERE r.budget_id = p_budget AND r.period_start = p_start
-       AND r.settled_at IS NULL AND r.expires_at > clock_timestamp()
+-- PL/pgSQL, not SQL: a SQL function with a FROM clause is planned again on every call.
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(sum(r.amount), 0) FROM aicost.budget_reservations r
+             WHERE r.budget_id = p_budget AND r.period_start = p_start
+               AND r.settled_at IS NULL AND r.expires_at > clock_timestamp());
+END
 $$;
 COMMENT ON FUNCTION aicost._reserved(bigint, timestamptz) IS 'Internal: USD held by active reservations of a budget period';
 
@@ -264,45 +267,56 @@ $$;
 COMMENT ON FUNCTION aicost._budget_thresholds(aicost.budgets, timestamptz, numeric, numeric) IS 'Internal: records a budget_alerts row and NOTIFYs aicost_budget for each threshold crossed';
 
 -- Charges p_cost to every budget covering the row; raises AC001 when a hard limit would be passed.
-CREATE FUNCTION aicost._charge(p_row aicost.usage, p_cost numeric) RETURNS bigint[]
+-- The budgets covering a ledger row (its org, team, user and API key), in lock order.
+CREATE FUNCTION aicost._covering_budgets(p_row aicost.usage) RETURNS bigint[]
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(array_agg(bu.budget_id ORDER BY bu.budget_id), '{}')
+              FROM aicost.budgets bu
+             WHERE (bu.scope = 'org' AND bu.scope_id = p_row.org_id)
+                OR (bu.scope = 'team' AND bu.scope_id = p_row.team_id)
+                OR (bu.scope = 'user' AND bu.scope_id = p_row.user_id)
+                OR (bu.scope = 'api_key' AND bu.scope_id = p_row.api_key_id));
+END
+$$;
+COMMENT ON FUNCTION aicost._covering_budgets(aicost.usage) IS 'Internal: ids of the budgets covering a ledger row, in lock order';
+
+-- Charges p_cost to the given budgets (in budget_id order) in the period of the row's created_at;
+-- raises AC001 when a hard limit would be passed.
+CREATE FUNCTION aicost._charge(p_row aicost.usage, p_cost numeric, p_budgets bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_ids bigint[] := '{}';
     b aicost.budgets;
+    v_id bigint;
     v_start timestamptz;
     v_spent numeric;
     v_reserved numeric;
 BEGIN
-    FOR b IN
-        SELECT * FROM aicost.budgets bu
-         WHERE (bu.scope = 'org' AND bu.scope_id = p_row.org_id)
-            OR (bu.scope = 'team' AND bu.scope_id = p_row.team_id)
-            OR (bu.scope = 'user' AND bu.scope_id = p_row.user_id)
-            OR (bu.scope = 'api_key' AND bu.scope_id = p_row.api_key_id)
-         ORDER BY bu.budget_id
-    LOOP
+    FOREACH v_id IN ARRAY p_budgets LOOP
+        SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = v_id;
+        CONTINUE WHEN NOT FOUND;  -- dropped meanwhile
         v_start := aicost._period_start(b.period, b.time_zone, p_row.created_at);
         v_spent := aicost._lock_spend(b.budget_id, v_start);
         -- Re-read under the lock: ai_budget_set() may have committed while this writer waited.
-        SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = b.budget_id;
-        CONTINUE WHEN NOT FOUND;  -- deleted meanwhile
+        SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = v_id;
+        CONTINUE WHEN NOT FOUND;
         IF p_row.request_id IS NOT NULL THEN
             UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = p_row.usage_id
              WHERE r.budget_id = b.budget_id AND r.request_id = p_row.request_id AND r.settled_at IS NULL;
         END IF;
         v_reserved := aicost._reserved(b.budget_id, v_start);
-        IF v_spent + v_reserved + p_cost > trim_scale(b.amount * b.hard_pct / 100) THEN
+        IF v_spent + v_reserved + p_cost > b.amount * b.hard_pct / 100 THEN
             PERFORM aicost._budget_exceeded(b, v_start, v_spent, v_reserved, p_cost);
         END IF;
         UPDATE aicost.budget_spend s SET spent = v_spent + p_cost
          WHERE s.budget_id = b.budget_id AND s.period_start = v_start;
-        PERFORM aicost._budget_thresholds(b, v_start, v_spent, v_spent + p_cost);
-        v_ids := v_ids || b.budget_id;
+        IF v_spent + p_cost >= b.amount * b.alert_pct / 100 AND v_spent < b.amount * b.hard_pct / 100 THEN
+            PERFORM aicost._budget_thresholds(b, v_start, v_spent, v_spent + p_cost);
+        END IF;
     END LOOP;
-    RETURN v_ids;
 END
 $$;
-COMMENT ON FUNCTION aicost._charge(aicost.usage, numeric) IS 'Internal: adds a ledger row''s cost to every covering budget period under its row lock; AC001 past a hard limit';
+COMMENT ON FUNCTION aicost._charge(aicost.usage, numeric, bigint[]) IS 'Internal: adds a ledger row''s cost to every covering budget period under its row lock; AC001 past a hard limit';
 
 -- Counts the row against every covering rate limit; raises AC002 past a limit.
 CREATE FUNCTION aicost._rate_count(p_row aicost.usage) RETURNS void
@@ -361,12 +375,14 @@ COMMENT ON FUNCTION aicost._rate_count(aicost.usage) IS 'Internal: counts a ledg
 
 -- Whether the budget of a scope is at or above its throttle threshold in the period of p_at.
 CREATE FUNCTION aicost._throttled(p_scope text, p_scope_id text, p_at timestamptz) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(bool_or(s.spent >= trim_scale(b.amount * b.throttle_pct / 100)), false)
-      FROM aicost.budgets b
-      JOIN aicost.budget_spend s ON s.budget_id = b.budget_id
-                                AND s.period_start = aicost._period_start(b.period, b.time_zone, p_at)
-     WHERE b.scope = p_scope AND b.scope_id = p_scope_id
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(bool_or(s.spent >= b.amount * b.throttle_pct / 100), false)
+              FROM aicost.budgets b
+              JOIN aicost.budget_spend s ON s.budget_id = b.budget_id
+                                        AND s.period_start = aicost._period_start(b.period, b.time_zone, p_at)
+             WHERE b.scope = p_scope AND b.scope_id = p_scope_id);
+END
 $$;
 COMMENT ON FUNCTION aicost._throttled(text, text, timestamptz) IS 'Internal: whether a scope''s budget is at or above its throttle threshold';
 
@@ -407,16 +423,31 @@ BEGIN
         END IF;
     END IF;
     -- Rate limits first: whether a scope is throttled is decided by its spend before this row.
-    PERFORM aicost._rate_count(NEW);
-    IF NEW.cost IS NOT NULL THEN
-        NEW.budget_ids := aicost._charge(NEW, NEW.cost);
+    IF EXISTS (SELECT 1 FROM aicost.rate_limits) THEN
+        PERFORM aicost._rate_count(NEW);
+    END IF;
+    -- The budgets are charged by the AFTER trigger, once the row and its indexes are written, so
+    -- their locks are held for as short a time as possible (and a duplicate request_id fails first).
+    IF NEW.cost IS NOT NULL AND (NEW.cost > 0 OR NEW.request_id IS NOT NULL) THEN
+        NEW.budget_ids := aicost._covering_budgets(NEW);
     END IF;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION aicost._usage_before_insert() IS 'Trigger: prices a ledger row, charges its budgets (AC001 past a hard limit) and counts its rate limits (AC002)';
+COMMENT ON FUNCTION aicost._usage_before_insert() IS 'Trigger: prices a ledger row, counts its rate limits (AC002) and lists the budgets to charge';
 CREATE TRIGGER usage_before_insert BEFORE INSERT ON aicost.usage
     FOR EACH ROW EXECUTE FUNCTION aicost._usage_before_insert();
+
+CREATE FUNCTION aicost._usage_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM aicost._charge(NEW, NEW.cost, NEW.budget_ids);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION aicost._usage_after_insert() IS 'Trigger: charges a ledger row to the budgets listed by the BEFORE trigger (AC001 past a hard limit, undoing the insert)';
+CREATE TRIGGER usage_after_insert AFTER INSERT ON aicost.usage
+    FOR EACH ROW WHEN (cardinality(NEW.budget_ids) > 0) EXECUTE FUNCTION aicost._usage_after_insert();
 
 CREATE FUNCTION aicost._usage_insert_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -686,6 +717,7 @@ DECLARE
     v_rows bigint[];
     v_budget bigint;
     v_start timestamptz;
+    v_budgets bigint[];
 BEGIN
     PERFORM set_config('aicost.ledger_maintenance', 'on', true);
     -- The rows to price, locked first (inserts never lock ledger rows).
@@ -715,8 +747,9 @@ BEGIN
                                     true) p;
         CONTINUE WHEN v_cost IS NULL;
         BEGIN
-            UPDATE aicost.usage u
-               SET cost = v_cost, price_ids = v_ids, status = 'ok', budget_ids = aicost._charge(r, v_cost)
+            v_budgets := aicost._covering_budgets(r);
+            PERFORM aicost._charge(r, v_cost, v_budgets);
+            UPDATE aicost.usage u SET cost = v_cost, price_ids = v_ids, status = 'ok', budget_ids = v_budgets
              WHERE u.usage_id = r.usage_id;
             v_n := v_n + 1;
         EXCEPTION WHEN SQLSTATE 'AC001' THEN
