@@ -231,6 +231,29 @@ END
 $$;
 COMMENT ON FUNCTION aicost._cache_size_add(text, text, bigint, bigint) IS 'Internal: adds entry and byte deltas to a namespace''s size row (serializes writers of one namespace)';
 
+-- Deletes the entries of one namespace that match p_cond (a condition on alias c that may use
+-- $2 = p_key, $3 = p_model, $4 = p_older) and keeps its size row in step; returns how many.
+-- The caller holds the namespace lock; a namespace's entries all live in its durability's table.
+CREATE FUNCTION aicost._cache_delete(p_namespace text, p_cond text, p_key text DEFAULT NULL,
+                                     p_model text DEFAULT NULL, p_older interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_durability text := (aicost._cache_policy(p_namespace)).durability;
+    v_n bigint;
+    v_bytes bigint;
+BEGIN
+    EXECUTE format('WITH d AS (DELETE FROM %s c WHERE c.namespace = $1 AND (%s) RETURNING c.bytes)
+                    SELECT count(*), coalesce(sum(d.bytes), 0) FROM d', aicost._cache_table(v_durability), p_cond)
+       INTO v_n, v_bytes USING p_namespace, p_key, p_model, p_older;
+    IF v_n > 0 THEN
+        PERFORM aicost._cache_size_add(p_namespace, v_durability, -v_n, -v_bytes);
+    END IF;
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION aicost._cache_delete(text, text, text, text, interval) IS 'Internal: deletes matching entries of one namespace and updates its size row; the caller holds the namespace lock';
+
 -- Evicts expired entries, then the least valuable ones by the namespace's policy, until it fits.
 CREATE FUNCTION aicost._cache_evict(p_namespace text, p_keep text) RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -245,11 +268,8 @@ BEGIN
     pol := aicost._cache_policy(p_namespace);
     v_tab := aicost._cache_table(pol.durability);
     PERFORM aicost._cache_rollup_ns(p_namespace);
-    EXECUTE format('WITH d AS (DELETE FROM %s c WHERE c.namespace = $1 AND c.expires_at <= clock_timestamp()
-                               RETURNING c.bytes)
-                    SELECT count(*), coalesce(sum(d.bytes), 0) FROM d', v_tab)
-       INTO v_expired, v_bytes USING p_namespace;
-    sz := aicost._cache_size_add(p_namespace, pol.durability, -v_expired, -v_bytes);
+    v_expired := aicost._cache_delete(p_namespace, 'c.expires_at <= clock_timestamp()');
+    sz := aicost._cache_size_add(p_namespace, pol.durability, 0, 0);
     IF sz.entries > pol.max_entries OR sz.bytes > coalesce(pol.max_bytes, sz.bytes) THEN
         EXECUTE format($q$
             WITH ranked AS (
@@ -462,7 +482,6 @@ DECLARE
     v_model text;
     v_n bigint := 0;
     ns text;
-    r record;
 BEGIN
     IF key IS NULL AND namespace IS NULL AND model IS NULL AND older_than IS NULL THEN
         RAISE EXCEPTION 'ai_cache_invalidate needs at least one of key, namespace, model, older_than'
@@ -476,29 +495,10 @@ BEGIN
                WHERE ai_cache_invalidate.namespace IS NULL OR n = ai_cache_invalidate.namespace
     LOOP
         PERFORM aicost._cache_lock_namespace(ns);
-        FOR r IN
-            WITH d AS (
-                DELETE FROM aicost.cache_entries c
-                 WHERE c.namespace = ns
-                   AND (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
-                   AND (v_model IS NULL OR c.model = v_model)
-                   AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
-                RETURNING c.bytes, 'logged' AS durability
-            ), du AS (
-                DELETE FROM aicost.cache_entries_unlogged c
-                 WHERE c.namespace = ns
-                   AND (ai_cache_invalidate.key IS NULL OR c.key = ai_cache_invalidate.key)
-                   AND (v_model IS NULL OR c.model = v_model)
-                   AND (older_than IS NULL OR c.created_at <= clock_timestamp() - older_than)
-                RETURNING c.bytes, 'unlogged' AS durability
-            )
-            SELECT a.durability, count(*) AS n, sum(a.bytes) AS b
-              FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
-             GROUP BY a.durability
-        LOOP
-            PERFORM aicost._cache_size_add(ns, r.durability, -r.n, -r.b);
-            v_n := v_n + r.n;
-        END LOOP;
+        v_n := v_n + aicost._cache_delete(ns,
+            '($2 IS NULL OR c.key = $2) AND ($3 IS NULL OR c.model = $3)
+             AND ($4 IS NULL OR c.created_at <= clock_timestamp() - $4)',
+            ai_cache_invalidate.key, v_model, older_than);
     END LOOP;
     RETURN v_n;
 END
@@ -510,8 +510,8 @@ CREATE FUNCTION ai_cache_sweep() RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_n bigint := 0;
+    v_expired bigint;
     ns text;
-    r record;
 BEGIN
     FOR ns IN SELECT n FROM aicost._cache_namespaces() n LOOP
         PERFORM aicost._cache_rollup_ns(ns);  -- takes the namespace lock
@@ -521,22 +521,11 @@ BEGIN
                              WHERE c.namespace = $1 AND c.hits > 0 AND c.expires_at > clock_timestamp()',
                            aicost._cache_table((aicost._cache_policy(ns)).durability)) USING ns;
         END IF;
-        FOR r IN
-            WITH d AS (
-                DELETE FROM aicost.cache_entries c WHERE c.namespace = ns AND c.expires_at <= clock_timestamp()
-                RETURNING c.bytes, 'logged' AS durability
-            ), du AS (
-                DELETE FROM aicost.cache_entries_unlogged c WHERE c.namespace = ns AND c.expires_at <= clock_timestamp()
-                RETURNING c.bytes, 'unlogged' AS durability
-            )
-            SELECT a.durability, count(*) AS n, sum(a.bytes) AS b
-              FROM (SELECT * FROM d UNION ALL SELECT * FROM du) a
-             GROUP BY a.durability
-        LOOP
-            PERFORM aicost._cache_size_add(ns, r.durability, -r.n, -r.b);
-            UPDATE aicost.cache_namespaces n SET expirations = n.expirations + r.n WHERE n.namespace = ns;
-            v_n := v_n + r.n;
-        END LOOP;
+        v_expired := aicost._cache_delete(ns, 'c.expires_at <= clock_timestamp()');
+        IF v_expired > 0 THEN
+            UPDATE aicost.cache_namespaces n SET expirations = n.expirations + v_expired WHERE n.namespace = ns;
+            v_n := v_n + v_expired;
+        END IF;
     END LOOP;
     RETURN v_n;
 END
