@@ -3,7 +3,7 @@
 //! All four functions are STABLE (they read the catalog, which changes between statements) and
 //! PARALLEL SAFE (each parallel worker loads its own cache; nothing is written).
 
-use crate::error::{raise, raise_cost, raise_usage};
+use crate::error::{raise_cost, raise_usage};
 use crate::numeric::NumericDatum;
 use crate::pricing::{catalog_for, exact_number, resolve};
 use aicost_core::{Cost, MatchKind, Model, ServiceTier, TokenCounts, compute, usage};
@@ -215,10 +215,4 @@ fn ai_cost_explain_usage(
             j
         },
     )
-}
-
-#[allow(dead_code)]
-fn _unused() {
-    let _ = raise;
-    let _ = ERRCODE_INTERNAL_ERROR;
 }

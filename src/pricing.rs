@@ -153,8 +153,8 @@ pub fn catalog() -> Rc<Catalog> {
     {
         return c;
     }
-    // Mark valid before reading: an invalidation arriving during the read marks it stale again,
-    // and this call still uses what it read (it started within the same snapshot).
+    // Mark valid before reading: an invalidation arriving during the read (taking a lock accepts
+    // pending ones) marks it stale again, so the next call reloads and none is lost.
     FLAGS.valid.set(true);
     let guard = StaleOnUnwind;
     let c = Rc::new(load(None));
