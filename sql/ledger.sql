@@ -6,8 +6,8 @@
 -- and adds the cost, all under that row lock: concurrent writers of one budget queue on it for
 -- the rest of their transaction, and the hard limit holds exactly. Threshold crossings are
 -- detected under the same lock, so each alert fires once per threshold and period. Rate-limit
--- counters (one row per limit and fixed window) are taken before the budget rows, in limit_id
--- order; every writer in this file takes locks in that same order (ai_reprice_unpriced locks all
+-- counters (one row per limit and fixed window) are taken before the budget rows (same trigger),
+-- in limit_id order; every writer in this file takes locks in that same order (ai_reprice_unpriced locks all
 -- the spend rows it needs first, in order). A caller's own transaction that inserts several rows
 -- for different budgets, or reserves and then inserts, takes them in its own order: keep such
 -- transactions short or ordered, as with any row locks.
@@ -36,7 +36,7 @@ CREATE TABLE aicost.usage (
     metadata              jsonb
 );
 CREATE INDEX usage_created_at_idx ON aicost.usage (created_at);
-CREATE INDEX usage_unpriced_idx ON aicost.usage (usage_id) WHERE status = 'unpriced';
+CREATE INDEX usage_unpriced_idx ON aicost.usage (usage_id) WHERE status = 'unpriced' AND cost IS NULL;
 COMMENT ON TABLE aicost.usage IS 'Insert-only ledger of LLM calls; the insert trigger prices each row and charges every covering budget';
 COMMENT ON COLUMN aicost.usage.usage_id IS 'Ledger row id';
 COMMENT ON COLUMN aicost.usage.created_at IS 'When the call happened; decides the budget period it counts in';
@@ -305,7 +305,7 @@ BEGIN
              WHERE r.budget_id = b.budget_id AND r.request_id = p_row.request_id AND r.settled_at IS NULL;
         END IF;
         v_reserved := aicost._reserved(b.budget_id, v_start);
-        IF v_spent + v_reserved + p_cost > b.amount * b.hard_pct / 100 THEN
+        IF (v_spent + v_reserved + p_cost) * 100 > b.amount * b.hard_pct THEN  -- exact: no division
             PERFORM aicost._budget_exceeded(b, v_start, v_spent, v_reserved, p_cost);
         END IF;
         UPDATE aicost.budget_spend s SET spent = v_spent + p_cost
@@ -394,6 +394,7 @@ DECLARE
     v_ids bigint[];
     v_mode text := coalesce(nullif(current_setting('aicost.ledger_unknown_model', true), ''), 'error');
 BEGIN
+    NEW.budget_ids := NULL;  -- decided here, never by the caller
     IF NEW.usage IS NOT NULL AND (NEW.in_tokens IS NULL OR NEW.out_tokens IS NULL) THEN
         v_counts := aicost._usage_counts(NEW.usage);
         NEW.in_tokens := coalesce(NEW.in_tokens, v_counts[1]);
@@ -422,32 +423,44 @@ BEGIN
             NEW.status := 'unpriced';
         END IF;
     END IF;
-    -- Rate limits first: whether a scope is throttled is decided by its spend before this row.
-    IF EXISTS (SELECT 1 FROM aicost.rate_limits) THEN
-        PERFORM aicost._rate_count(NEW);
+    IF NEW.status = 'unpriced' AND NEW.cost IS NOT NULL THEN
+        RAISE EXCEPTION 'status ''unpriced'' is reserved for rows the trigger could not price'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The budgets are charged by the AFTER trigger, once the row and its indexes are written, so
-    -- their locks are held for as short a time as possible (and a duplicate request_id fails first).
+    -- Rate limits and budgets are counted by the AFTER trigger, once the row and its indexes are
+    -- written: their locks are held as short a time as possible, and a duplicate request_id (also
+    -- one skipped by ON CONFLICT DO NOTHING) is never counted.
     IF NEW.cost IS NOT NULL AND (NEW.cost > 0 OR NEW.request_id IS NOT NULL) THEN
         NEW.budget_ids := aicost._covering_budgets(NEW);
     END IF;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION aicost._usage_before_insert() IS 'Trigger: prices a ledger row, counts its rate limits (AC002) and lists the budgets to charge';
+COMMENT ON FUNCTION aicost._usage_before_insert() IS 'Trigger: fills a ledger row''s counts, prices it and lists the budgets to charge';
 CREATE TRIGGER usage_before_insert BEFORE INSERT ON aicost.usage
     FOR EACH ROW EXECUTE FUNCTION aicost._usage_before_insert();
 
 CREATE FUNCTION aicost._usage_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM aicost._charge(NEW, NEW.cost, NEW.budget_ids);
+    -- Rate limits first: whether a scope is throttled is decided by its spend before this row.
+    IF EXISTS (SELECT 1 FROM aicost.rate_limits) THEN
+        PERFORM aicost._rate_count(NEW);
+    END IF;
+    IF cardinality(NEW.budget_ids) > 0 THEN
+        PERFORM aicost._charge(NEW, NEW.cost, NEW.budget_ids);
+    END IF;
+    -- A reservation held on a budget that does not cover this row is settled all the same.
+    IF NEW.request_id IS NOT NULL THEN
+        UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = NEW.usage_id
+         WHERE r.request_id = NEW.request_id AND r.settled_at IS NULL;
+    END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION aicost._usage_after_insert() IS 'Trigger: charges a ledger row to the budgets listed by the BEFORE trigger (AC001 past a hard limit, undoing the insert)';
+COMMENT ON FUNCTION aicost._usage_after_insert() IS 'Trigger: counts a ledger row against its rate limits (AC002) and charges it to the budgets listed by the BEFORE trigger (AC001 past a hard limit), undoing the insert on either';
 CREATE TRIGGER usage_after_insert AFTER INSERT ON aicost.usage
-    FOR EACH ROW WHEN (cardinality(NEW.budget_ids) > 0) EXECUTE FUNCTION aicost._usage_after_insert();
+    FOR EACH ROW EXECUTE FUNCTION aicost._usage_after_insert();
 
 CREATE FUNCTION aicost._usage_insert_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -602,7 +615,7 @@ BEGIN
     v_spent := aicost._lock_spend(b.budget_id, v_start);
     SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = b.budget_id;  -- re-read under the lock
     v_reserved := aicost._reserved(b.budget_id, v_start);
-    IF v_spent + v_reserved + ai_budget_reserve.amount > trim_scale(b.amount * b.hard_pct / 100) THEN
+    IF (v_spent + v_reserved + ai_budget_reserve.amount) * 100 > b.amount * b.hard_pct THEN
         PERFORM aicost._budget_exceeded(b, v_start, v_spent, v_reserved, ai_budget_reserve.amount);
     END IF;
     INSERT INTO aicost.budget_reservations (budget_id, period_start, amount, request_id, expires_at)
@@ -706,8 +719,10 @@ COMMENT ON FUNCTION ai_rate_limit_check(text, text, bigint) IS 'Whether one more
 -- Prices rows stored as unpriced (aicost.ledger_unknown_model = unpriced) once their model has a
 -- price (valid at the row's time, or else its first price), charging their budgets; rows that
 -- would pass a hard limit stay unpriced.
+-- SECURITY DEFINER: only this function may update ledger rows (aicost.ledger_maintenance can be
+-- set by superusers only); every name inside is schema-qualified.
 CREATE FUNCTION ai_reprice_unpriced() RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r aicost.usage;
     v_cost numeric;
@@ -722,7 +737,8 @@ BEGIN
     PERFORM set_config('aicost.ledger_maintenance', 'on', true);
     -- The rows to price, locked first (inserts never lock ledger rows).
     SELECT coalesce(array_agg(x.usage_id ORDER BY x.usage_id), '{}') INTO v_rows
-      FROM (SELECT u.usage_id FROM aicost.usage u WHERE u.status = 'unpriced' ORDER BY u.usage_id FOR UPDATE) x;
+      FROM (SELECT u.usage_id FROM aicost.usage u WHERE u.status = 'unpriced' AND u.cost IS NULL
+             ORDER BY u.usage_id FOR UPDATE) x;
     -- Then every spend row they may charge, in (budget_id, period_start) order: the order in which
     -- the insert trigger and ai_budget_reserve lock them, so that repricing several rows in one
     -- transaction cannot deadlock with them.

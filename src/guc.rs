@@ -100,9 +100,9 @@ pub fn register() {
     GucRegistry::define_bool_guc(
         c"aicost.ledger_maintenance",
         c"Internal: set by ai_reprice_unpriced() while it updates ledger rows.",
-        c"",
+        c"Superuser only, so that the insert-only ledger cannot be opened by any session.",
         &LEDGER_MAINTENANCE,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
     );
 }

@@ -980,6 +980,57 @@ mod tests {
         Spi::run("SELECT ai_budget_set('user', 'u', 10, 'month')").unwrap();
     }
 
+    #[pg_test]
+    fn rate_limits_and_budgets_count_only_rows_written() {
+        let b = one::<i64>("SELECT ai_budget_set('user', 'c', 10)").unwrap();
+        Spi::run("SELECT ai_rate_limit_set('user', 'c', '1 hour', max_requests => 2)").unwrap();
+        insert(
+            "request_id, user_id, model, in_tokens, out_tokens",
+            "'c1', 'c', 'gpt-4o', 1000000, 0",
+        );
+        // An idempotent retry skipped by ON CONFLICT counts nothing.
+        Spi::run("INSERT INTO aicost.usage (request_id, user_id, model, in_tokens, out_tokens) VALUES ('c1', 'c', 'gpt-4o', 1000000, 0) ON CONFLICT DO NOTHING").unwrap();
+        assert_eq!(text("(SELECT requests FROM aicost.rate_counters)"), "1");
+        assert_eq!(
+            text(&format!(
+                "(SELECT spent FROM aicost.budget_status WHERE budget_id = {b})"
+            )),
+            "2.5"
+        );
+        insert(
+            "request_id, user_id, model, in_tokens, out_tokens",
+            "'c2', 'c', 'gpt-4o', 1, 0",
+        );
+        // budget_ids is the trigger's to set: a caller's list is ignored.
+        insert(
+            "user_id, model, in_tokens, out_tokens, budget_ids",
+            "'nobody', 'gpt-4o', 1, 0, '{999}'",
+        );
+        assert_eq!(
+            text("(SELECT budget_ids FROM aicost.usage WHERE user_id = 'nobody')"),
+            "{}"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM ai_budget_audit()"),
+            Some(0)
+        );
+    }
+
+    #[pg_test(error = "status 'unpriced' is reserved for rows the trigger could not price")]
+    fn priced_rows_cannot_claim_to_be_unpriced() {
+        insert(
+            "user_id, model, in_tokens, out_tokens, status",
+            "'u', 'gpt-4o', 1, 1, 'unpriced'",
+        );
+    }
+
+    #[pg_test(error = "permission denied to set parameter \"aicost.ledger_maintenance\"")]
+    fn only_superusers_may_open_the_ledger() {
+        Spi::run("CREATE ROLE aicost_app").unwrap();
+        Spi::run("SET ROLE aicost_app").unwrap();
+        Spi::run("SET aicost.ledger_maintenance = on").unwrap();
+    }
+
     #[pg_test(error = "unknown scope kind \"project\"")]
     fn unknown_scope_kinds_are_refused() {
         Spi::run("SELECT ai_budget_set('project', 'p', 1)").unwrap();
