@@ -14,9 +14,9 @@
 mod common;
 
 use common::*;
+use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, Notification};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -327,21 +327,6 @@ fn no_overspend_overlapping_budgets_lock_order() {
         "org = sum of its teams"
     );
     assert_audit_empty(&mut c);
-}
-
-/// Notifications that arrive within `first` (for the first one) and then within `quiet` of each
-/// other.
-fn drain(c: &mut Client, first: Duration, quiet: Duration) -> Vec<Notification> {
-    let mut got = Vec::new();
-    let mut n = c.notifications();
-    let first = n.timeout_iter(first).next().expect("reading notifications");
-    if let Some(x) = first {
-        got.push(x);
-        while let Some(x) = n.timeout_iter(quiet).next().expect("reading notifications") {
-            got.push(x);
-        }
-    }
-    got
 }
 
 fn json_dec(v: &Value) -> Decimal {

@@ -4,23 +4,8 @@
 mod common;
 
 use common::*;
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Notification};
+use postgres::Notification;
 use std::time::Duration;
-
-/// Notifications that arrive within `first` (for the first one) and then within `quiet` of each other.
-fn drain(c: &mut Client, first: Duration, quiet: Duration) -> Vec<Notification> {
-    let mut got = Vec::new();
-    let mut n = c.notifications();
-    let first = n.timeout_iter(first).next().expect("reading notifications");
-    if let Some(x) = first {
-        got.push(x);
-        while let Some(x) = n.timeout_iter(quiet).next().expect("reading notifications") {
-            got.push(x);
-        }
-    }
-    got
-}
 
 fn show(ns: &[Notification]) -> Vec<String> {
     ns.iter()

@@ -6,8 +6,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use postgres::config::Host;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, Config, NoTls, Row};
+use postgres::{Client, Config, NoTls, Notification, Row};
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -270,4 +271,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool)
 /// The backend pid of a connection.
 pub fn backend_pid(c: &mut Client) -> i32 {
     one_row(c, "SELECT pg_backend_pid()", &[]).get(0)
+}
+
+/// Notifications that arrive within `first` (for the first one) and then within `quiet` of each
+/// other.
+pub fn drain(c: &mut Client, first: Duration, quiet: Duration) -> Vec<Notification> {
+    let mut got = Vec::new();
+    let mut n = c.notifications();
+    let first = n.timeout_iter(first).next().expect("reading notifications");
+    if let Some(x) = first {
+        got.push(x);
+        while let Some(x) = n.timeout_iter(quiet).next().expect("reading notifications") {
+            got.push(x);
+        }
+    }
+    got
 }
