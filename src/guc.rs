@@ -36,6 +36,19 @@ static BUDGET_TIMEZONE: GucSetting<Option<CString>> =
 static LEDGER_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static CACHE_MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
 
+// Shared-memory mode (pg_aicost in shared_preload_libraries). Sizes are read once, at server start.
+/// Bytes of shared memory for the frozen pricing catalog (kB unit in SQL).
+pub static SHMEM_CATALOG_SIZE: GucSetting<i32> = GucSetting::<i32>::new(SHMEM_CATALOG_SIZE_DEFAULT);
+pub const SHMEM_CATALOG_SIZE_DEFAULT: i32 = 16 * 1024;
+/// Models tracked by aicost.stat_cost.
+pub static STAT_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(STAT_MAX_MODELS_DEFAULT);
+pub const STAT_MAX_MODELS_DEFAULT: i32 = 5000;
+/// Budget periods tracked by shared-memory admission (and budgets by aicost.stat_budget).
+pub static SHMEM_BUDGETS: GucSetting<i32> = GucSetting::<i32>::new(SHMEM_BUDGETS_DEFAULT);
+pub const SHMEM_BUDGETS_DEFAULT: i32 = 10_000;
+/// Whether statistics are collected.
+pub static TRACK: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 pub fn register() {
     GucRegistry::define_enum_guc(
         c"aicost.unknown_model",
@@ -104,5 +117,43 @@ pub fn register() {
         &LEDGER_MAINTENANCE,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_bool_guc(
+        c"aicost.track",
+        c"Collects the statistics shown by aicost.stat_cost, aicost.stat_cache and aicost.stat_budget.",
+        c"",
+        &TRACK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"aicost.shmem_catalog_size",
+        c"Shared memory for the shared pricing catalog (needs shared_preload_libraries).",
+        c"A catalog that does not fit is priced from each backend's own cache, with a WARNING.",
+        &SHMEM_CATALOG_SIZE,
+        64,
+        1024 * 1024,
+        GucContext::Postmaster,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"aicost.stat_max_models",
+        c"Models tracked by aicost.stat_cost (needs shared_preload_libraries to be shared).",
+        c"Calls of models beyond this are counted in one row with model NULL.",
+        &STAT_MAX_MODELS,
+        16,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"aicost.shmem_budgets",
+        c"Budget periods tracked by shared-memory budget admission (needs shared_preload_libraries).",
+        c"Periods that ended are recycled; charging more live periods than this raises SQLSTATE 53400.",
+        &SHMEM_BUDGETS,
+        16,
+        10_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
     );
 }

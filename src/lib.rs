@@ -8,13 +8,17 @@
 
 use pgrx::prelude::*;
 
+mod budget;
 mod cache;
+mod catalog_shm;
 mod cost;
 mod error;
 mod guc;
 mod ledger;
 mod numeric;
 mod pricing;
+mod shmem;
+mod stats;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -52,6 +56,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    shmem::init();
     pricing::init();
 }
 
@@ -65,6 +70,11 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // `AICOST_PRELOAD=1` runs the same tests in shared-memory mode.
+        if std::env::var("AICOST_PRELOAD").is_ok_and(|v| v == "1") {
+            vec!["shared_preload_libraries = 'pg_aicost'"]
+        } else {
+            vec![]
+        }
     }
 }

@@ -1,0 +1,194 @@
+#![allow(dead_code)] // TODO(issue 5): remove once every region is wired
+//! Shared memory, allocated only when pg_aicost is in `shared_preload_libraries`.
+//!
+//! Three regions, each a `ShmemInitStruct` of its own module, sized by GUCs read at server start:
+//! - `pg_aicost catalog` ([`crate::catalog_shm`]): the frozen pricing catalog and its generation;
+//! - `pg_aicost stats` ([`crate::stats`]): the counters behind `aicost.stat_*`;
+//! - `pg_aicost budgets` ([`crate::budget`]): committed and in-flight spend per budget period.
+//!
+//! Locking rules (each module restates its own):
+//! - one named LWLock tranche `pg_aicost` with [`N_LOCKS`] locks: [`LOCK_CATALOG`] guards the frozen
+//!   catalog bytes, [`LOCK_BUDGETS`] guards the budget table's slot allocation;
+//! - counters are atomics or sit under a per-entry [`SpinLock`] held for a few instructions;
+//! - no code that can raise an ERROR runs while an LWLock or spinlock is held, and no lock is
+//!   held across SPI, so a backend never waits on another one's query;
+//! - lock order: LWLock before spinlock, never two spinlocks at once.
+//!
+//! After a crash the postmaster reinitializes shared memory and these startup hooks run again: every
+//! region starts empty and is rebuilt from the tables (see each module).
+
+use pgrx::pg_sys;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+pub const LOCK_CATALOG: usize = 0;
+pub const LOCK_BUDGETS: usize = 1;
+pub const N_LOCKS: usize = 2;
+const TRANCHE: &CStr = c"pg_aicost";
+
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+// Set by the postmaster's startup hook; backends inherit them through fork().
+static mut LOCKS: *mut pg_sys::LWLockPadded = std::ptr::null_mut();
+static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
+
+/// Whether this server loaded pg_aicost through `shared_preload_libraries` (shared-memory mode).
+#[inline]
+pub fn preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// Called from `_PG_init` after the GUCs are defined.
+pub fn init() {
+    // SAFETY: reads a postmaster global; installs hooks once, in the postmaster, before forking.
+    unsafe {
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            refuse_shmem_gucs();
+            return;
+        }
+        PRELOADED.store(true, Ordering::Relaxed);
+        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+    }
+}
+
+/// A shared-memory size set without preloading would silently do nothing: say so instead.
+fn refuse_shmem_gucs() {
+    use crate::guc::*;
+    let set = [
+        (
+            "aicost.shmem_catalog_size",
+            SHMEM_CATALOG_SIZE.get() != SHMEM_CATALOG_SIZE_DEFAULT,
+        ),
+        (
+            "aicost.stat_max_models",
+            STAT_MAX_MODELS.get() != STAT_MAX_MODELS_DEFAULT,
+        ),
+        (
+            "aicost.shmem_budgets",
+            SHMEM_BUDGETS.get() != SHMEM_BUDGETS_DEFAULT,
+        ),
+    ];
+    if let Some((name, _)) = set.iter().find(|(_, s)| *s) {
+        crate::error::raise_full(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("{name} is set but pg_aicost is not in shared_preload_libraries"),
+            Some("Shared-memory settings only take effect when the library is preloaded.".into()),
+            Some(
+                "Add pg_aicost to shared_preload_libraries and restart, or remove the setting."
+                    .into(),
+            ),
+        );
+    }
+}
+
+fn total_size() -> usize {
+    crate::catalog_shm::shmem_size() + crate::stats::shmem_size() + crate::budget::shmem_size()
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: called by the postmaster in its shmem_request phase, the only place these may run.
+    unsafe {
+        if let Some(prev) = PREV_REQUEST_HOOK {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(total_size());
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), N_LOCKS as i32);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: called by the postmaster (and again after a crash) with shared memory attached;
+    // AddinShmemInitLock serializes it with other libraries' initialization, as contrib does.
+    unsafe {
+        if let Some(prev) = PREV_STARTUP_HOOK {
+            prev();
+        }
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        LOCKS = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
+        crate::catalog_shm::shmem_startup();
+        crate::stats::shmem_startup();
+        crate::budget::shmem_startup();
+        pg_sys::LWLockRelease(init_lock);
+    }
+}
+
+/// `ShmemInitStruct`: the region's address and whether it existed already. Startup hooks only.
+pub unsafe fn init_struct(name: &CStr, size: usize) -> (*mut u8, bool) {
+    let mut found = false;
+    // SAFETY: the caller runs in a startup hook, under AddinShmemInitLock.
+    let p = unsafe { pg_sys::ShmemInitStruct(name.as_ptr(), size, &mut found) };
+    (p.cast(), found)
+}
+
+/// Holds one of the tranche's LWLocks; released on drop.
+pub struct LwGuard(*mut pg_sys::LWLock);
+
+impl LwGuard {
+    pub fn shared(i: usize) -> LwGuard {
+        Self::acquire(i, pg_sys::LWLockMode::LW_SHARED)
+    }
+
+    pub fn exclusive(i: usize) -> LwGuard {
+        Self::acquire(i, pg_sys::LWLockMode::LW_EXCLUSIVE)
+    }
+
+    fn acquire(i: usize, mode: pg_sys::LWLockMode::Type) -> LwGuard {
+        assert!(i < N_LOCKS && preloaded());
+        // SAFETY: LOCKS points at N_LOCKS locks of our tranche, set up before any backend forked.
+        unsafe {
+            let lock = &raw mut (*LOCKS.add(i)).lock;
+            pg_sys::LWLockAcquire(lock, mode);
+            LwGuard(lock)
+        }
+    }
+}
+
+impl Drop for LwGuard {
+    fn drop(&mut self) {
+        // While an ERROR unwinds, transaction abort releases every LWLock (LWLockReleaseAll);
+        // releasing here too would release a lock twice.
+        if !std::thread::panicking() {
+            // SAFETY: acquired by this guard.
+            unsafe { pg_sys::LWLockRelease(self.0) }
+        }
+    }
+}
+
+/// A test-and-set spinlock living in shared memory. Held only for a few loads and stores (never
+/// across anything that can ERROR); a backend killed while holding it takes the postmaster's
+/// crash-and-reinitialize path, which recreates the lock.
+#[repr(C)]
+pub struct SpinLock(AtomicU32);
+
+impl SpinLock {
+    pub fn lock(&self) -> SpinGuard<'_> {
+        let mut spins = 0u32;
+        while self
+            .0
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins % 1000 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        SpinGuard(self)
+    }
+}
+
+pub struct SpinGuard<'a>(&'a SpinLock);
+
+impl Drop for SpinGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.store(0, Ordering::Release);
+    }
+}
