@@ -35,13 +35,18 @@ lint: setup
 test-core:
 	cargo test -p aicost-core --lib --tests
 
+# Every suite runs twice: per-backend mode, then shared-memory mode (pg_aicost preloaded).
 test-pg: setup
 	cargo pgrx test pg15 --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data)"
+	AICOST_PRELOAD=1 cargo pgrx test pg15 --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data)"
 
 test-it: install
-	@$(CLUSTER) restart
 	bash pgrx-tests/litellm/prepare.sh
-	cargo test -p pg_aicost_it --tests -- --test-threads=1
+	AICOST_PRELOAD=0 $(CLUSTER) restart
+	AICOST_PRELOAD=0 cargo test -p pg_aicost_it --tests -- --test-threads=1 --skip shmem_
+	AICOST_PRELOAD=1 $(CLUSTER) restart
+	AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests -- --test-threads=1
+	@$(CLUSTER) stop
 
 test: setup
 	@bash scripts/run-tests.sh

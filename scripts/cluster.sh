@@ -2,6 +2,7 @@
 # A throwaway PostgreSQL 15 cluster under target/ for the demo, the multi-session tests and the
 # benchmarks. Runs as the `postgres` OS user (initdb refuses root) on 127.0.0.1:$AICOST_PGPORT.
 #   scripts/cluster.sh start | stop | restart | psql [args] | env
+# AICOST_PRELOAD=1 starts it with shared_preload_libraries = 'pg_aicost' (shared-memory mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -39,7 +40,9 @@ running() { "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
 start() {
   init
   if ! running; then
-    "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 60 start >/dev/null
+    local opts=""
+    if [ "${AICOST_PRELOAD:-0}" = 1 ]; then opts="-c shared_preload_libraries=pg_aicost"; fi
+    "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -o "$opts" -w -t 60 start >/dev/null
   fi
 }
 

@@ -90,12 +90,14 @@ CREATE TABLE aicost.budget_spend (
     budget_id    bigint NOT NULL REFERENCES aicost.budgets ON DELETE CASCADE,
     period_start timestamptz NOT NULL,
     spent        numeric NOT NULL DEFAULT 0,
-    PRIMARY KEY (budget_id, period_start)
+    slot         integer NOT NULL DEFAULT 0 CHECK (slot >= 0),
+    PRIMARY KEY (budget_id, period_start, slot)
 );
-COMMENT ON TABLE aicost.budget_spend IS 'Committed spend per budget and period (equals the ledger''s cost for them; see ai_budget_audit)';
+COMMENT ON TABLE aicost.budget_spend IS 'Committed spend per budget and period, the sum over its slots (equals the ledger''s cost for them; see ai_budget_audit)';
 COMMENT ON COLUMN aicost.budget_spend.budget_id IS 'Budget';
 COMMENT ON COLUMN aicost.budget_spend.period_start IS 'Start of the period (-infinity for lifetime budgets)';
-COMMENT ON COLUMN aicost.budget_spend.spent IS 'USD spent in the period';
+COMMENT ON COLUMN aicost.budget_spend.spent IS 'USD spent in the period (in this slot)';
+COMMENT ON COLUMN aicost.budget_spend.slot IS '0: charged under this row''s lock (per-backend mode); n > 0: charged by backend number n in shared-memory mode, where admission is decided in shared memory and each backend adds to its own row, so writers never wait on each other';
 
 CREATE TABLE aicost.budget_alerts (
     budget_id    bigint NOT NULL REFERENCES aicost.budgets ON DELETE CASCADE,
@@ -184,6 +186,11 @@ SELECT pg_catalog.pg_extension_config_dump('aicost.rate_limits', '');
 SELECT pg_catalog.pg_extension_config_dump('aicost.rate_limits_limit_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('aicost.rate_counters', '');
 
+COMMENT ON FUNCTION aicost._shmem_budgets() IS 'Internal: whether budgets are admitted in shared memory (pg_aicost preloaded, not a standby)';
+COMMENT ON FUNCTION aicost._stat_budget(bigint, text) IS 'Internal: counts a budget event (check, reservation, charge, denial, alert) for aicost.stat_budget';
+COMMENT ON FUNCTION aicost._admit_shared(bigint, timestamptz, numeric, boolean) IS 'Internal: shared-memory admission of a reservation against a budget period''s hard limit (AC001)';
+COMMENT ON FUNCTION aicost._charge_shared(bigint[], numeric, timestamptz, text, bigint) IS 'Internal: shared-memory mode charge of a ledger row: settles its reservations, admits its cost against each hard limit (AC001), adds it to this backend''s spend rows, records alerts';
+
 -- Budget periods are calendar periods in the budget's time zone.
 CREATE FUNCTION aicost._period_start(p_period text, p_tz text, p_at timestamptz) RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -209,24 +216,33 @@ END
 $$;
 COMMENT ON FUNCTION aicost._reserved(bigint, timestamptz) IS 'Internal: USD held by active reservations of a budget period';
 
--- Locks a budget period's spend row (creating it) and returns its spend.
+CREATE FUNCTION aicost._spent(p_budget bigint, p_start timestamptz) RETURNS numeric
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(sum(s.spent), 0) FROM aicost.budget_spend s
+             WHERE s.budget_id = p_budget AND s.period_start = p_start);
+END
+$$;
+COMMENT ON FUNCTION aicost._spent(bigint, timestamptz) IS 'Internal: committed spend of a budget period (all slots)';
+
+-- Locks a budget period's slot-0 spend row (creating it) and returns the period's spend. In
+-- per-backend mode every writer goes through this lock; the other slots are written only in
+-- shared-memory mode (a previous server run), so they do not change meanwhile.
 CREATE FUNCTION aicost._lock_spend(p_budget bigint, p_start timestamptz) RETURNS numeric
 LANGUAGE plpgsql AS $$
-DECLARE
-    v numeric;
 BEGIN
-    SELECT s.spent INTO v FROM aicost.budget_spend s
-     WHERE s.budget_id = p_budget AND s.period_start = p_start FOR UPDATE;
+    PERFORM FROM aicost.budget_spend s
+     WHERE s.budget_id = p_budget AND s.period_start = p_start AND s.slot = 0 FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO aicost.budget_spend (budget_id, period_start) VALUES (p_budget, p_start)
         ON CONFLICT DO NOTHING;
-        SELECT s.spent INTO v FROM aicost.budget_spend s
-         WHERE s.budget_id = p_budget AND s.period_start = p_start FOR UPDATE;
+        PERFORM FROM aicost.budget_spend s
+         WHERE s.budget_id = p_budget AND s.period_start = p_start AND s.slot = 0 FOR UPDATE;
     END IF;
-    RETURN v;
+    RETURN aicost._spent(p_budget, p_start);
 END
 $$;
-COMMENT ON FUNCTION aicost._lock_spend(bigint, timestamptz) IS 'Internal: locks (creating it if needed) the spend row of a budget period; returns the spend';
+COMMENT ON FUNCTION aicost._lock_spend(bigint, timestamptz) IS 'Internal: locks (creating it if needed) the slot-0 spend row of a budget period; returns the period''s spend';
 
 CREATE FUNCTION aicost._budget_exceeded(b aicost.budgets, p_start timestamptz, p_spent numeric,
                                         p_reserved numeric, p_cost numeric) RETURNS void
@@ -255,6 +271,7 @@ BEGIN
             VALUES (b.budget_id, p_start, t.name, p_new, b.amount)
             ON CONFLICT DO NOTHING;
             IF FOUND THEN
+                PERFORM aicost._stat_budget(b.budget_id, 'alert');
                 PERFORM pg_notify('aicost_budget', json_build_object(
                     'budget_id', b.budget_id, 'scope', b.scope, 'scope_id', b.scope_id,
                     'period_start', p_start, 'spent', p_new, 'limit', b.amount,
@@ -292,6 +309,10 @@ DECLARE
     v_spent numeric;
     v_reserved numeric;
 BEGIN
+    IF aicost._shmem_budgets() THEN
+        PERFORM aicost._charge_shared(p_budgets, p_cost, p_row.created_at, p_row.request_id, p_row.usage_id);
+        RETURN;
+    END IF;
     FOREACH v_id IN ARRAY p_budgets LOOP
         SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = v_id;
         CONTINUE WHEN NOT FOUND;  -- dropped meanwhile
@@ -306,17 +327,19 @@ BEGIN
         END IF;
         v_reserved := aicost._reserved(b.budget_id, v_start);
         IF (v_spent + v_reserved + p_cost) * 100 > b.amount * b.hard_pct THEN  -- exact: no division
+            PERFORM aicost._stat_budget(b.budget_id, 'denial');
             PERFORM aicost._budget_exceeded(b, v_start, v_spent, v_reserved, p_cost);
         END IF;
-        UPDATE aicost.budget_spend s SET spent = v_spent + p_cost
-         WHERE s.budget_id = b.budget_id AND s.period_start = v_start;
+        UPDATE aicost.budget_spend s SET spent = s.spent + p_cost
+         WHERE s.budget_id = b.budget_id AND s.period_start = v_start AND s.slot = 0;
+        PERFORM aicost._stat_budget(b.budget_id, 'charge');
         IF v_spent + p_cost >= b.amount * b.alert_pct / 100 AND v_spent < b.amount * b.hard_pct / 100 THEN
             PERFORM aicost._budget_thresholds(b, v_start, v_spent, v_spent + p_cost);
         END IF;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION aicost._charge(aicost.usage, numeric, bigint[]) IS 'Internal: adds a ledger row''s cost to every covering budget period under its row lock; AC001 past a hard limit';
+COMMENT ON FUNCTION aicost._charge(aicost.usage, numeric, bigint[]) IS 'Internal: adds a ledger row''s cost to every covering budget period, under its row lock or (shared-memory mode) by admission in shared memory; AC001 past a hard limit';
 
 -- Counts the row against every covering rate limit; raises AC002 past a limit.
 CREATE FUNCTION aicost._rate_count(p_row aicost.usage) RETURNS void
@@ -377,10 +400,9 @@ COMMENT ON FUNCTION aicost._rate_count(aicost.usage) IS 'Internal: counts a ledg
 CREATE FUNCTION aicost._throttled(p_scope text, p_scope_id text, p_at timestamptz) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN (SELECT coalesce(bool_or(s.spent >= b.amount * b.throttle_pct / 100), false)
+    RETURN (SELECT coalesce(bool_or(aicost._spent(b.budget_id, aicost._period_start(b.period, b.time_zone, p_at))
+                                    >= b.amount * b.throttle_pct / 100), false)
               FROM aicost.budgets b
-              JOIN aicost.budget_spend s ON s.budget_id = b.budget_id
-                                        AND s.period_start = aicost._period_start(b.period, b.time_zone, p_at)
              WHERE b.scope = p_scope AND b.scope_id = p_scope_id);
 END
 $$;
@@ -571,8 +593,8 @@ BEGIN
     END IF;
     period_start := aicost._period_start(b.period, b.time_zone, now());
     period_end := aicost._period_end(b.period, b.time_zone, period_start);
-    spent := coalesce((SELECT s.spent FROM aicost.budget_spend s
-                        WHERE s.budget_id = b.budget_id AND s.period_start = ai_budget_check.period_start), 0);
+    spent := aicost._spent(b.budget_id, ai_budget_check.period_start);
+    PERFORM aicost._stat_budget(b.budget_id, 'check');
     reserved := aicost._reserved(b.budget_id, period_start);
     limit_usd := trim_scale(b.amount * b.hard_pct / 100);
     remaining := trim_scale(greatest(limit_usd - spent - reserved, 0));
@@ -612,19 +634,27 @@ BEGIN
             USING ERRCODE = 'undefined_object', HINT = 'Create one with ai_budget_set().';
     END IF;
     v_start := aicost._period_start(b.period, b.time_zone, now());
-    v_spent := aicost._lock_spend(b.budget_id, v_start);
-    SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = b.budget_id;  -- re-read under the lock
-    v_reserved := aicost._reserved(b.budget_id, v_start);
-    IF (v_spent + v_reserved + ai_budget_reserve.amount) * 100 > b.amount * b.hard_pct THEN
-        PERFORM aicost._budget_exceeded(b, v_start, v_spent, v_reserved, ai_budget_reserve.amount);
+    IF aicost._shmem_budgets() THEN
+        -- Held in shared memory until this transaction ends, then counted from the table.
+        PERFORM aicost._admit_shared(b.budget_id, v_start, ai_budget_reserve.amount, true);
+    ELSE
+        v_spent := aicost._lock_spend(b.budget_id, v_start);
+        SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = b.budget_id;  -- re-read under the lock
+        v_reserved := aicost._reserved(b.budget_id, v_start);
+        IF (v_spent + v_reserved + ai_budget_reserve.amount) * 100 > b.amount * b.hard_pct THEN
+            PERFORM aicost._stat_budget(b.budget_id, 'denial');
+            PERFORM aicost._budget_exceeded(b, v_start, v_spent, v_reserved, ai_budget_reserve.amount);
+        END IF;
     END IF;
+    PERFORM aicost._stat_budget(b.budget_id, 'reservation');
     INSERT INTO aicost.budget_reservations (budget_id, period_start, amount, request_id, expires_at)
     VALUES (b.budget_id, v_start, ai_budget_reserve.amount, ai_budget_reserve.request_id, clock_timestamp() + ttl)
     RETURNING reservation_id INTO v_id;
     -- A new version of the spend row: a REPEATABLE READ transaction whose snapshot predates this
     -- reservation (and so cannot see it) fails with 40001 when it locks the row, instead of
     -- ignoring the hold.
-    UPDATE aicost.budget_spend s SET spent = s.spent WHERE s.budget_id = b.budget_id AND s.period_start = v_start;
+    UPDATE aicost.budget_spend s SET spent = s.spent
+     WHERE s.budget_id = b.budget_id AND s.period_start = v_start AND s.slot = 0;
     RETURN v_id;
 END
 $$;
@@ -794,7 +824,8 @@ LANGUAGE sql STABLE AS $$
     )
     SELECT coalesce(s.budget_id, c.budget_id), coalesce(s.period_start, c.period_start),
            coalesce(s.spent, 0), coalesce(c.ledger, 0)
-      FROM aicost.budget_spend s
+      FROM (SELECT sp.budget_id, sp.period_start, sum(sp.spent) AS spent
+              FROM aicost.budget_spend sp GROUP BY 1, 2) s
       FULL JOIN charged c ON c.budget_id = s.budget_id AND c.period_start = s.period_start
      WHERE coalesce(s.spent, 0) <> coalesce(c.ledger, 0)
 $$;
@@ -814,7 +845,7 @@ SELECT b.budget_id, b.scope, b.scope_id, b.period, p.period_start,
             ELSE 'ok' END AS state
   FROM aicost.budgets b
  CROSS JOIN LATERAL (SELECT aicost._period_start(b.period, b.time_zone, now()) AS period_start) p
-  LEFT JOIN aicost.budget_spend s ON s.budget_id = b.budget_id AND s.period_start = p.period_start;
+  LEFT JOIN LATERAL (SELECT aicost._spent(b.budget_id, p.period_start) AS spent) s ON true;
 COMMENT ON VIEW aicost.budget_status IS 'Each budget''s current period: spent, reserved, remaining, percent and state (ok, alert, throttle, deny)';
 
 CREATE VIEW aicost.spend_daily AS

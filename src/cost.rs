@@ -6,7 +6,7 @@
 use crate::error::{raise_cost, raise_usage};
 use crate::numeric::NumericDatum;
 use crate::pricing::{catalog_for, exact_number, resolve};
-use aicost_core::{Cost, MatchKind, Model, ServiceTier, TokenCounts, compute, usage};
+use aicost_core::{Cost, Decimal, MatchKind, Model, ServiceTier, TokenCounts, compute, usage};
 use pgrx::JsonB;
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;
@@ -38,15 +38,71 @@ pub(crate) fn with_cost<R>(
     unknown_null: bool,
     f: impl FnOnce(&Model, MatchKind, &Cost<'_>) -> R,
 ) -> Option<R> {
+    let mut track = Track::start();
     let tier = tier(service_tier);
     // Validate counts before resolving, so bad input is reported as such even for unknown models.
     aicost_core::cost::validate(counts).unwrap_or_else(|e| raise_cost(&e));
     let catalog = catalog_for(model);
-    let (m, kind) = resolve(&catalog, model, unknown_null)?;
+    let Some((m, kind)) = resolve(&catalog, model, unknown_null) else {
+        track.finish(None, counts, None);
+        return None;
+    };
     match compute(m, counts, tier, at.into_inner()) {
-        Ok(c) => Some(f(m, kind, &c)),
-        Err(aicost_core::CostError::NoPrice { .. }) if unknown_null => None,
-        Err(e) => raise_cost(&e),
+        Ok(c) => {
+            track.finish(Some(&m.name), counts, Some(&c.total));
+            Some(f(m, kind, &c))
+        }
+        Err(aicost_core::CostError::NoPrice { .. }) if unknown_null => {
+            track.finish(Some(&m.name), counts, None);
+            None
+        }
+        Err(e) => {
+            track.fail(Some(&m.name));
+            raise_cost(&e)
+        }
+    }
+}
+
+/// Statistics of one pricing call (aicost.track): recorded on return, or as an error when an
+/// ERROR unwinds through it.
+struct Track {
+    start: Option<std::time::Instant>,
+}
+
+impl Track {
+    fn start() -> Track {
+        Track {
+            start: crate::guc::TRACK.get().then(std::time::Instant::now),
+        }
+    }
+
+    fn elapsed_ns(&self) -> u64 {
+        self.start
+            .map_or(0, |s| u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn finish(&mut self, model: Option<&str>, counts: &TokenCounts, cost: Option<&Decimal>) {
+        if self.start.is_some() {
+            let ns = self.elapsed_ns();
+            crate::stats::record_cost(model, counts.input, counts.output, cost, ns);
+        }
+        self.start = None;
+    }
+
+    fn fail(&mut self, model: Option<&str>) {
+        if self.start.is_some() {
+            crate::stats::record_cost_error(model, self.elapsed_ns());
+        }
+        self.start = None;
+    }
+}
+
+impl Drop for Track {
+    fn drop(&mut self) {
+        // An ERROR raised before the model was resolved (bad arguments, unknown model).
+        if std::thread::panicking() {
+            self.fail(None);
+        }
     }
 }
 

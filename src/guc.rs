@@ -39,13 +39,13 @@ static CACHE_MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1 << 2
 // Shared-memory mode (pg_aicost in shared_preload_libraries). Sizes are read once, at server start.
 /// Bytes of shared memory for the frozen pricing catalog (kB unit in SQL).
 pub static SHMEM_CATALOG_SIZE: GucSetting<i32> = GucSetting::<i32>::new(SHMEM_CATALOG_SIZE_DEFAULT);
-pub const SHMEM_CATALOG_SIZE_DEFAULT: i32 = 16 * 1024;
+const SHMEM_CATALOG_SIZE_DEFAULT: i32 = 16 * 1024;
 /// Models tracked by aicost.stat_cost.
 pub static STAT_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(STAT_MAX_MODELS_DEFAULT);
-pub const STAT_MAX_MODELS_DEFAULT: i32 = 5000;
+const STAT_MAX_MODELS_DEFAULT: i32 = 5000;
 /// Budget periods tracked by shared-memory admission (and budgets by aicost.stat_budget).
 pub static SHMEM_BUDGETS: GucSetting<i32> = GucSetting::<i32>::new(SHMEM_BUDGETS_DEFAULT);
-pub const SHMEM_BUDGETS_DEFAULT: i32 = 10_000;
+const SHMEM_BUDGETS_DEFAULT: i32 = 10_000;
 /// Whether statistics are collected.
 pub static TRACK: GucSetting<bool> = GucSetting::<bool>::new(true);
 
@@ -126,6 +126,11 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+}
+
+/// The shared-memory sizes: defined only while preloading (PGC_POSTMASTER settings cannot be
+/// created after start).
+pub fn register_shmem() {
     GucRegistry::define_int_guc(
         c"aicost.shmem_catalog_size",
         c"Shared memory for the shared pricing catalog (needs shared_preload_libraries).",
@@ -157,3 +162,10 @@ pub fn register() {
         GucFlags::default(),
     );
 }
+
+/// Names of the settings [`register_shmem`] defines.
+pub const SHMEM_GUCS: [&std::ffi::CStr; 3] = [
+    c"aicost.shmem_catalog_size",
+    c"aicost.stat_max_models",
+    c"aicost.shmem_budgets",
+];

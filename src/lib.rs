@@ -48,7 +48,11 @@ extension_sql_file!(
     requires = [
         "catalog",
         ledger::aicost::_ledger_price,
-        ledger::aicost::_usage_counts
+        ledger::aicost::_usage_counts,
+        budget::aicost::_shmem_budgets,
+        budget::aicost::_stat_budget,
+        budget::aicost::_admit_shared,
+        budget::aicost::_charge_shared
     ]
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
@@ -58,6 +62,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     shmem::init();
     pricing::init();
+    budget::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -14,6 +14,10 @@
 //! Reloads read under the latest snapshot (as PostgreSQL's catalog caches do), not the statement's.
 //! Besides, the first call of each statement accepts pending invalidation messages, so a statement
 //! sees price changes committed before it started, in any isolation level.
+//!
+//! In shared-memory mode (preloaded) a backend prices from the shared frozen catalog instead
+//! (`catalog_shm`, which states the protocol); it reads the generation once per statement and keeps
+//! a memo of the names it priced, for that generation only.
 
 use crate::error::{ErrorExt, raise};
 use aicost_core::catalog::{Model, PriceVersion};
@@ -101,9 +105,21 @@ unsafe extern "C-unwind" fn xact_callback(
             }
             FLAGS.dirty.set(false);
         }
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => {
-            FLAGS.dirty.set(false)
+        XACT_EVENT_PRE_PREPARE if FLAGS.dirty.get() && crate::shmem::preloaded() => {
+            crate::error::raise_full(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                "cannot PREPARE a transaction that changed the pg_aicost pricing catalog".into(),
+                Some("In shared-memory mode the shared catalog is renewed by the committing session.".into()),
+                Some("Change prices in an ordinary transaction.".into()),
+            )
         }
+        XACT_EVENT_COMMIT => {
+            if FLAGS.dirty.replace(false) {
+                // After the commit is visible to new snapshots: see catalog_shm.
+                crate::catalog_shm::bump();
+            }
+        }
+        XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => FLAGS.dirty.set(false),
         _ => {}
     }
 }
@@ -142,7 +158,116 @@ pub fn catalog_for(name: &str) -> Rc<Catalog> {
     if !crate::guc::PRICING_CACHE.get() {
         return Rc::new(load(Some(name)));
     }
+    if use_shared() {
+        return shared_catalog_for(name);
+    }
     catalog()
+}
+
+/// Whether this call prices from the shared catalog: preloaded, and this transaction has not
+/// changed the catalog (a parallel worker cannot know the leader's flag, so it declines whenever
+/// the leader's transaction has written anything).
+fn use_shared() -> bool {
+    if !crate::shmem::preloaded() || FLAGS.dirty.get() {
+        return false;
+    }
+    // SAFETY: reads backend-local globals.
+    unsafe {
+        !(pg_sys::ParallelWorkerNumber >= 0
+            && pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId)
+    }
+}
+
+/// This backend's view of the shared catalog: the generation read at the start of the statement,
+/// the per-name catalogs decoded from it, and (when this backend had to read the tables) the
+/// whole catalog.
+#[derive(Default)]
+struct SharedMemo {
+    statement: pg_sys::TimestampTz,
+    generation: u64,
+    names: FxHashMap<Box<str>, Rc<Catalog>>,
+    full: Option<Rc<Catalog>>,
+}
+
+thread_local! {
+    static SHARED_MEMO: RefCell<SharedMemo> = RefCell::new(SharedMemo::default());
+}
+
+/// The generation this statement prices with, read at its first call.
+fn statement_generation(memo: &mut SharedMemo) -> u64 {
+    // SAFETY: reads the backend's statement start time.
+    let ts = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    if ts != memo.statement || memo.generation == 0 {
+        memo.statement = ts;
+        let g = crate::catalog_shm::generation();
+        if g != memo.generation {
+            memo.generation = g;
+            memo.names.clear();
+            memo.full = None;
+        }
+    }
+    memo.generation
+}
+
+fn shared_catalog_for(name: &str) -> Rc<Catalog> {
+    use crate::stats::{CatalogEvent::*, count_catalog};
+    let g = SHARED_MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        statement_generation(&mut m)
+    });
+    let hit = SHARED_MEMO.with(|m| {
+        let m = m.borrow();
+        m.full.clone().or_else(|| m.names.get(name).cloned())
+    });
+    if let Some(c) = hit {
+        count_catalog(Hit);
+        return c;
+    }
+    if !crate::catalog_shm::too_big(g)
+        && let Some(models) = crate::catalog_shm::candidates(g, name)
+    {
+        count_catalog(SharedRead);
+        let c = Rc::new(Catalog::new(models));
+        SHARED_MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.names.len() >= 10_000 {
+                m.names.clear(); // bounded: a workload of endless distinct names
+            }
+            m.names.insert(name.into(), c.clone());
+        });
+        return c;
+    }
+    // No shared catalog of this generation yet: read the tables (after `g` was read, so the
+    // result is at least that new) and publish it for everyone.
+    let full = Rc::new(load(None));
+    count_catalog(LocalLoad);
+    match crate::catalog_shm::publish(g, &full) {
+        crate::catalog_shm::Published::Stored => count_catalog(SharedBuild),
+        crate::catalog_shm::Published::AlreadyNewer => {}
+        crate::catalog_shm::Published::TooBig { needed, capacity } => {
+            count_catalog(SharedTooBig);
+            warn_too_big(needed, capacity);
+        }
+    }
+    SHARED_MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.generation == g {
+            m.full = Some(full.clone());
+        }
+    });
+    full
+}
+
+fn warn_too_big(needed: usize, capacity: usize) {
+    thread_local!(static WARNED: Cell<bool> = const { Cell::new(false) });
+    if !WARNED.with(|w| w.replace(true)) {
+        pgrx::warning!(
+            "pg_aicost: the pricing catalog needs {} kB of shared memory but aicost.shmem_catalog_size is {} kB; \
+             each session prices from its own copy instead",
+            needed.div_ceil(1024),
+            capacity / 1024
+        );
+    }
 }
 
 /// The whole cached catalog, reloaded if stale.
@@ -151,8 +276,10 @@ pub fn catalog() -> Rc<Catalog> {
     if FLAGS.valid.get()
         && let Some(c) = CATALOG.with(|c| c.borrow().clone())
     {
+        crate::stats::count_catalog(crate::stats::CatalogEvent::Hit);
         return c;
     }
+    crate::stats::count_catalog(crate::stats::CatalogEvent::LocalLoad);
     // Mark valid before reading: an invalidation arriving during the read (taking a lock accepts
     // pending ones) marks it stale again, so the next call reloads and none is lost.
     FLAGS.valid.set(true);
@@ -195,14 +322,14 @@ fn ts(t: Option<TimestampWithTimeZone>, unbounded: i64) -> i64 {
 }
 
 /// One row of a [`scan_latest`] result.
-struct LatestRow {
+pub(crate) struct LatestRow {
     tuple: pg_sys::HeapTuple,
     desc: pg_sys::TupleDesc,
 }
 
 impl LatestRow {
     /// Column `col` (1-based), copied out of SPI's memory.
-    fn get<T: FromDatum>(&self, col: i32) -> Option<T> {
+    pub(crate) fn get<T: FromDatum>(&self, col: i32) -> Option<T> {
         // SAFETY: tuple and descriptor come from SPI_tuptable of the query just run, still
         // connected; FromDatum copies the value into Rust-owned memory.
         unsafe {
@@ -217,7 +344,11 @@ impl LatestRow {
 /// catalogs: a reload triggered by an invalidation then sees what was committed, whatever the
 /// snapshot of the calling statement or REPEATABLE READ transaction (and the transaction's own
 /// earlier changes). Must run inside `Spi::connect`.
-fn scan_latest(sql: &str, arg: Option<&str>, mut each: impl FnMut(&LatestRow)) {
+pub(crate) fn scan_latest(
+    sql: &str,
+    args: &[(pg_sys::Oid, pg_sys::Datum)],
+    mut each: impl FnMut(&LatestRow),
+) {
     let csql = std::ffi::CString::new(sql).expect("queries have no NUL");
     // SAFETY: SPI is connected by the caller; the pushed snapshot is popped right after the
     // query (on ERROR, transaction abort resets the active-snapshot stack).
@@ -234,22 +365,21 @@ fn scan_latest(sql: &str, arg: Option<&str>, mut each: impl FnMut(&LatestRow)) {
         } else {
             pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
         }
-        let rc = match arg {
-            None => pg_sys::SPI_execute(csql.as_ptr(), true, 0),
-            Some(a) => {
-                let mut types = [pg_sys::TEXTOID];
-                let mut values = [a.into_datum().expect("text is not null")];
-                let nulls = [b' ' as std::ffi::c_char];
-                pg_sys::SPI_execute_with_args(
-                    csql.as_ptr(),
-                    1,
-                    types.as_mut_ptr(),
-                    values.as_mut_ptr(),
-                    nulls.as_ptr(),
-                    true,
-                    0,
-                )
-            }
+        let rc = if args.is_empty() {
+            pg_sys::SPI_execute(csql.as_ptr(), true, 0)
+        } else {
+            let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
+            let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1).collect();
+            let nulls = vec![b' ' as std::ffi::c_char; args.len()];
+            pg_sys::SPI_execute_with_args(
+                csql.as_ptr(),
+                args.len() as i32,
+                types.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                true,
+                0,
+            )
         };
         if !parallel {
             pg_sys::PopActiveSnapshot();
@@ -281,14 +411,18 @@ fn load(name: Option<&str>) -> Catalog {
     };
     // Counted at the start: an invalidation arriving during the read still counts as unseen.
     let invalidations = FLAGS.invalidations.get();
+    let arg: Vec<(pg_sys::Oid, pg_sys::Datum)> = name
+        .map(|n| (pg_sys::TEXTOID, n.into_datum().expect("text is not null")))
+        .into_iter()
+        .collect();
     Spi::connect(|_| {
-        scan_latest("SELECT 'aicost.prices'::regclass::oid", None, |r| {
+        scan_latest("SELECT 'aicost.prices'::regclass::oid", &[], |r| {
             FLAGS
                 .prices_relid
                 .set(r.get::<pg_sys::Oid>(1).unwrap_or(pg_sys::InvalidOid));
         });
         let mut prices: FxHashMap<String, Vec<PriceVersion>> = FxHashMap::default();
-        scan_latest(&prices_sql, name, |row| {
+        scan_latest(&prices_sql, &arg, |row| {
             let get_text = |i| row.get::<String>(i).unwrap_or_default();
             let model = get_text(1);
             let usage = UsageType::parse(&get_text(3));
@@ -311,7 +445,7 @@ fn load(name: Option<&str>) -> Catalog {
             });
         });
         let mut models = Vec::new();
-        scan_latest(&models_sql, name, |row| {
+        scan_latest(&models_sql, &arg, |row| {
             let name: String = row.get(1).unwrap_or_default();
             models.push(Model {
                 provider: row.get(2).unwrap_or_default(),
@@ -344,13 +478,24 @@ pub fn resolve<'a>(
             if null_if_unknown {
                 return None;
             }
-            // The candidate-only catalog of pricing_cache = off cannot suggest; use the full one.
-            let full = if crate::guc::PRICING_CACHE.get() {
-                None
+            // A candidate-only catalog (pricing_cache = off, or one decoded from the shared
+            // catalog) cannot suggest; ask the whole one.
+            let suggestions = if !crate::guc::PRICING_CACHE.get() {
+                load(None).suggest(name, 5)
+            } else if use_shared()
+                && !SHARED_MEMO.with(|m| {
+                    m.borrow()
+                        .full
+                        .as_ref()
+                        .is_some_and(|f| std::ptr::eq(&**f, catalog))
+                })
+            {
+                let g = SHARED_MEMO.with(|m| m.borrow().generation);
+                crate::catalog_shm::suggest(g, name, 5)
+                    .unwrap_or_else(|| catalog.suggest(name, 5))
             } else {
-                Some(load(None))
+                catalog.suggest(name, 5)
             };
-            let suggestions = full.as_ref().unwrap_or(catalog).suggest(name, 5);
             let hint = if suggestions.is_empty() {
                 "Add it with ai_pricing_import() or INSERT INTO aicost.models / ai_price_set()."
                     .to_string()

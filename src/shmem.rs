@@ -47,6 +47,7 @@ pub fn init() {
             return;
         }
         PRELOADED.store(true, Ordering::Relaxed);
+        crate::guc::register_shmem();
         PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(shmem_request);
         PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
@@ -54,33 +55,23 @@ pub fn init() {
     }
 }
 
-/// A shared-memory size set without preloading would silently do nothing: say so instead.
+/// A shared-memory size set without preloading would silently do nothing: say so instead. The
+/// settings are not defined then, so a value in postgresql.conf shows as a placeholder.
 fn refuse_shmem_gucs() {
-    use crate::guc::*;
-    let set = [
-        (
-            "aicost.shmem_catalog_size",
-            SHMEM_CATALOG_SIZE.get() != SHMEM_CATALOG_SIZE_DEFAULT,
-        ),
-        (
-            "aicost.stat_max_models",
-            STAT_MAX_MODELS.get() != STAT_MAX_MODELS_DEFAULT,
-        ),
-        (
-            "aicost.shmem_budgets",
-            SHMEM_BUDGETS.get() != SHMEM_BUDGETS_DEFAULT,
-        ),
-    ];
-    if let Some((name, _)) = set.iter().find(|(_, s)| *s) {
-        crate::error::raise_full(
-            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("{name} is set but pg_aicost is not in shared_preload_libraries"),
-            Some("Shared-memory settings only take effect when the library is preloaded.".into()),
-            Some(
-                "Add pg_aicost to shared_preload_libraries and restart, or remove the setting."
-                    .into(),
-            ),
-        );
+    for name in crate::guc::SHMEM_GUCS {
+        // SAFETY: reads a configuration value by name (NULL when it does not exist).
+        let set = unsafe { !pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() };
+        if set {
+            crate::error::raise_full(
+                pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "{} is set but pg_aicost is not in shared_preload_libraries",
+                    name.to_string_lossy()
+                ),
+                Some("Shared-memory settings only take effect when the library is preloaded.".into()),
+                Some("Add pg_aicost to shared_preload_libraries and restart, or remove the setting.".into()),
+            );
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the pure-Rust hot paths: name resolution, cost arithmetic, usage parsing.
 //! Each group compares against a peer in the same run (an f64 computation, a plain HashMap lookup).
 use aicost_core::catalog::{Model, PriceVersion};
+use aicost_core::frozen::{FrozenCatalog, freeze};
 use aicost_core::{Catalog, ServiceTier, TokenCounts, UsageType, compute, usage};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use rust_decimal::Decimal;
@@ -70,5 +71,60 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// Resolving one name from a frozen catalog (as a backend reads it from shared memory), on
+/// LiteLLM's price file (`AICOST_SHARED_DATA`, default `../shared/data`; skipped when absent);
+/// peer: the same resolution on the decoded in-memory catalog.
+fn frozen(c: &mut Criterion) {
+    let dir = std::env::var_os("AICOST_SHARED_DATA").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+        std::path::PathBuf::from,
+    );
+    let Ok(text) = std::fs::read_to_string(dir.join("litellm_model_prices.json")) else {
+        return;
+    };
+    let doc = aicost_core::litellm::parse_doc(&serde_json::from_str(&text).unwrap()).unwrap();
+    let models = doc.models.into_iter().map(|m| Model {
+        name: m.name,
+        provider: m.provider,
+        aliases: m.aliases,
+        prices: m
+            .prices
+            .into_iter()
+            .map(|p| PriceVersion {
+                price_id: 1,
+                usage: p.usage,
+                tier: p.tier,
+                threshold_tokens: p.threshold_tokens,
+                usd_per_mtok: p.usd_per_mtok,
+                valid_from: i64::MIN,
+                valid_to: i64::MAX,
+            })
+            .collect(),
+    });
+    let catalog = Catalog::new(models.collect());
+    let bytes = freeze(&catalog);
+    let frozen = FrozenCatalog::new(&bytes).unwrap();
+    let mut g = c.benchmark_group("frozen_candidates_resolve");
+    g.bench_function("candidates(gpt-4o) + Catalog::new + resolve", |b| {
+        b.iter(|| {
+            let name = black_box("gpt-4o");
+            match Catalog::new(frozen.candidates(name)).resolve(name) {
+                aicost_core::Resolved::Found(m, _) => m.prices.len(),
+                _ => unreachable!(),
+            }
+        })
+    });
+    g.bench_function("peer: resolve(gpt-4o) on the in-memory catalog", |b| {
+        b.iter(|| match catalog.resolve(black_box("gpt-4o")) {
+            aicost_core::Resolved::Found(m, _) => m.prices.len(),
+            _ => unreachable!(),
+        })
+    });
+    g.bench_function("freeze(whole catalog)", |b| {
+        b.iter(|| freeze(black_box(&catalog)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, frozen);
 criterion_main!(benches);

@@ -204,33 +204,40 @@ impl Catalog {
 
     /// Up to `n` known names (canonical or alias) closest to `name`, for error hints.
     pub fn suggest(&self, name: &str, n: usize) -> Vec<String> {
-        let needle = name.trim().to_ascii_lowercase();
-        let mut scored: Vec<(usize, &str)> = self
-            .exact
-            .keys()
-            .map(|k| {
-                let kl = k.to_ascii_lowercase();
-                let mut d = edit_distance(&needle, &kl);
-                // A name that contains the request (or the reverse) is a good hint even when long.
-                if !needle.is_empty() && (kl.contains(&needle) || needle.contains(&kl)) {
-                    d = d.min(1 + kl.len().abs_diff(needle.len()) / 4);
-                }
-                (d, &**k)
-            })
-            .collect();
-        scored.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then(a.1.len().cmp(&b.1.len()))
-                .then(a.1.cmp(b.1))
-        });
-        let limit = (needle.chars().count() / 2).max(3);
-        scored
-            .into_iter()
-            .filter(|(d, _)| *d <= limit)
-            .take(n)
-            .map(|(_, s)| s.to_string())
-            .collect()
+        suggest_from(self.exact.keys().map(|k| &**k), name, n)
     }
+}
+
+/// [`Catalog::suggest`] over any set of distinct known names (shared with [`crate::frozen`]).
+pub(crate) fn suggest_from<'k>(
+    keys: impl Iterator<Item = &'k str>,
+    name: &str,
+    n: usize,
+) -> Vec<String> {
+    let needle = name.trim().to_ascii_lowercase();
+    let mut scored: Vec<(usize, &str)> = keys
+        .map(|k| {
+            let kl = k.to_ascii_lowercase();
+            let mut d = edit_distance(&needle, &kl);
+            // A name that contains the request (or the reverse) is a good hint even when long.
+            if !needle.is_empty() && (kl.contains(&needle) || needle.contains(&kl)) {
+                d = d.min(1 + kl.len().abs_diff(needle.len()) / 4);
+            }
+            (d, k)
+        })
+        .collect();
+    scored.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.len().cmp(&b.1.len()))
+            .then(a.1.cmp(b.1))
+    });
+    let limit = (needle.chars().count() / 2).max(3);
+    scored
+        .into_iter()
+        .filter(|(d, _)| *d <= limit)
+        .take(n)
+        .map(|(_, s)| s.to_string())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! pg_aicost's pure-Rust core: no PostgreSQL, no pgrx.
 //!
 //! - [`catalog`]: the resolved pricing catalog (models, aliases, price versions) and name resolution.
+//! - [`frozen`]: a catalog serialized into one offset-only byte buffer, read in place (shared memory).
 //! - [`cost`]: exact cost arithmetic with long-context tiers, service tiers and cache usage types.
 //! - [`usage`]: parsing of provider usage objects (OpenAI, Anthropic, Gemini) into token counts.
 //! - [`cachekey`]: canonical JSON and SHA-256 keys for the response cache.
@@ -11,6 +12,7 @@
 pub mod cachekey;
 pub mod catalog;
 pub mod cost;
+pub mod frozen;
 pub mod litellm;
 pub mod usage;
 
