@@ -45,7 +45,7 @@ test-it: install
 	AICOST_PRELOAD=0 $(CLUSTER) restart
 	AICOST_PRELOAD=0 cargo test -p pg_aicost_it --tests -- --test-threads=1 --skip shmem_
 	AICOST_PRELOAD=1 $(CLUSTER) restart
-	AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests -- --test-threads=1
+	AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests -- --test-threads=1 --skip perbackend_
 	@$(CLUSTER) stop
 
 test: setup

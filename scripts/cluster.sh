@@ -42,6 +42,12 @@ start() {
   if ! running; then
     local opts=""
     if [ "${AICOST_PRELOAD:-0}" = 1 ]; then opts="-c shared_preload_libraries=pg_aicost"; fi
+    # The server must not inherit our other descriptors (e.g. a flock held by the caller).
+    local fd
+    for fd in /proc/$$/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
     "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -o "$opts" -w -t 60 start >/dev/null
   fi
 }

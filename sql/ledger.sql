@@ -308,9 +308,13 @@ DECLARE
     v_start timestamptz;
     v_spent numeric;
     v_reserved numeric;
+    d record;
 BEGIN
     IF aicost._shmem_budgets() THEN
-        PERFORM aicost._charge_shared(p_budgets, p_cost, p_row.created_at, p_row.request_id, p_row.usage_id);
+        FOR d IN SELECT * FROM aicost._charge_shared(p_budgets, p_cost, p_row.created_at, p_row.request_id, p_row.usage_id) LOOP
+            SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = d.budget_id;
+            PERFORM aicost._budget_exceeded(b, d.period_start, d.spent, d.reserved, d.amount);
+        END LOOP;
         RETURN;
     END IF;
     FOREACH v_id IN ARRAY p_budgets LOOP
@@ -620,6 +624,7 @@ DECLARE
     v_spent numeric;
     v_reserved numeric;
     v_id bigint;
+    d record;
 BEGIN
     PERFORM aicost._check_scope(ai_budget_reserve.scope, ai_budget_reserve.scope_id);
     IF ai_budget_reserve.amount IS NULL OR ai_budget_reserve.amount <= 0 THEN
@@ -636,7 +641,10 @@ BEGIN
     v_start := aicost._period_start(b.period, b.time_zone, now());
     IF aicost._shmem_budgets() THEN
         -- Held in shared memory until this transaction ends, then counted from the table.
-        PERFORM aicost._admit_shared(b.budget_id, v_start, ai_budget_reserve.amount, true);
+        SELECT * INTO d FROM aicost._admit_shared(b.budget_id, v_start, ai_budget_reserve.amount, true);
+        IF FOUND THEN
+            PERFORM aicost._budget_exceeded(b, d.period_start, d.spent, d.reserved, d.amount);
+        END IF;
     ELSE
         v_spent := aicost._lock_spend(b.budget_id, v_start);
         SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = b.budget_id;  -- re-read under the lock

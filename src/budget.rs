@@ -86,6 +86,8 @@ struct Entry {
 
 #[repr(C)]
 struct EntryData {
+    /// Budgets are per database: the key is (database, budget_id, period_start).
+    database: u32,
     budget_id: i64,
     period_start: i64,
     period_end: i64,
@@ -149,8 +151,13 @@ fn fields(e: &Entry) -> &mut EntryData {
     unsafe { &mut *e.data.get() }
 }
 
+fn database() -> u32 {
+    // SAFETY: reads this backend's database, fixed for its lifetime.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
 fn slot_of(budget_id: i64, period_start: i64, cap: usize) -> usize {
-    let h = (budget_id as u64)
+    let h = (budget_id as u64 ^ (u64::from(database()) << 40))
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .rotate_left(29)
         ^ (period_start as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
@@ -169,7 +176,10 @@ fn find(budget_id: i64, period_start: i64) -> Option<usize> {
             USED => {
                 let _g = e.lock.lock();
                 let f = fields(e);
-                if f.budget_id == budget_id && f.period_start == period_start {
+                if f.budget_id == budget_id
+                    && f.period_start == period_start
+                    && f.database == database()
+                {
                     return Some(i);
                 }
             }
@@ -223,6 +233,7 @@ fn entry(budget_id: i64, period_start: i64, period_end: i64) -> usize {
     {
         let _g = e.lock.lock();
         let f = fields(e);
+        f.database = database();
         f.budget_id = budget_id;
         f.period_start = period_start;
         f.period_end = period_end;
@@ -565,27 +576,33 @@ fn remember(index: usize, budget_id: i64, period_start: i64, amount: Units, kind
     });
 }
 
-fn exceeded(budget_id: i64, period_start: i64, d: &Denied, amount: Units) -> ! {
+/// A refused admission, returned to sql/ledger.sql, which raises AC001 with
+/// `aicost._budget_exceeded` (PL/pgSQL can raise a custom SQLSTATE; pgrx cannot).
+type Denial = TableIterator<
+    'static,
+    (
+        name!(budget_id, i64),
+        name!(period_start, TimestampWithTimeZone),
+        name!(spent, AnyNumeric),
+        name!(reserved, AnyNumeric),
+        name!(amount, AnyNumeric),
+    ),
+>;
+
+fn numeric(u: Units) -> AnyNumeric {
+    units_text(u).parse().expect("a decimal is a numeric")
+}
+
+fn denial(budget_id: i64, period_start: i64, d: &Denied, amount: Units) -> Denial {
     count_budget(budget_id, BudgetEvent::Denial);
-    // The same error as per-backend mode (SQLSTATE AC001); in-flight spend counts as reserved.
-    Spi::run_with_args(
-        "SELECT aicost._budget_exceeded(b, $2, $3::numeric, $4::numeric, $5::numeric)
-           FROM aicost.budgets b WHERE b.budget_id = $1",
-        &[
-            budget_id.into(),
-            timestamptz(period_start).into(),
-            units_text(d.committed).into(),
-            units_text(d.inflight + d.reserved).into(),
-            units_text(amount).into(),
-        ],
-    )
-    .expect("raising AC001");
-    raise_full(
-        ERRCODE_INTERNAL_ERROR,
-        format!("budget {budget_id} exceeded (dropped meanwhile)"),
-        None,
-        None,
-    )
+    // In-flight spend of other transactions counts as reserved in the message.
+    TableIterator::once((
+        budget_id,
+        timestamptz(period_start),
+        numeric(d.committed),
+        numeric(d.inflight + d.reserved),
+        numeric(amount),
+    ))
 }
 
 fn timestamptz(t: i64) -> TimestampWithTimeZone {
@@ -682,7 +699,16 @@ mod aicost {
         period_start: TimestampWithTimeZone,
         amount: AnyNumeric,
         hold: bool,
-    ) {
+    ) -> TableIterator<
+        'static,
+        (
+            name!(budget_id, i64),
+            name!(period_start, TimestampWithTimeZone),
+            name!(spent, AnyNumeric),
+            name!(reserved, AnyNumeric),
+            name!(amount, AnyNumeric),
+        ),
+    > {
         require_shared();
         let start = period_start.into_inner();
         let (end, hard) = Spi::get_two_with_args::<TimestampWithTimeZone, AnyNumeric>(
@@ -704,8 +730,11 @@ mod aicost {
         let kind = if hold { Kind::Hold } else { Kind::Spend };
         let i = entry(budget_id, start, end);
         match admit(i, budget_id, start, units_floor(&hard.to_string()), amount, kind) {
-            Ok(_) => remember(i, budget_id, start, amount, kind, 0),
-            Err(d) => exceeded(budget_id, start, &d, amount),
+            Ok(_) => {
+                remember(i, budget_id, start, amount, kind, 0);
+                TableIterator::empty()
+            }
+            Err(d) => denial(budget_id, start, &d, amount),
         }
     }
 
@@ -719,7 +748,16 @@ mod aicost {
         created_at: TimestampWithTimeZone,
         request_id: Option<&str>,
         usage_id: Option<i64>,
-    ) {
+    ) -> TableIterator<
+        'static,
+        (
+            name!(budget_id, i64),
+            name!(period_start, TimestampWithTimeZone),
+            name!(spent, AnyNumeric),
+            name!(reserved, AnyNumeric),
+            name!(amount, AnyNumeric),
+        ),
+    > {
         require_shared();
         let amount = units_ceil(&cost.to_string());
         if let Some(rid) = request_id {
@@ -785,11 +823,11 @@ mod aicost {
                     }
                     count_budget(r.id, BudgetEvent::Charge);
                 }
-                Err(d) => exceeded(r.id, r.start, &d, amount),
+                Err(d) => return denial(r.id, r.start, &d, amount),
             }
         }
         if rows.is_empty() {
-            return;
+            return TableIterator::empty();
         }
         plans(|p, client| {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -816,5 +854,6 @@ mod aicost {
             )
             .expect("recording alerts");
         }
+        TableIterator::empty()
     }
 }

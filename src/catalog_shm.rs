@@ -1,39 +1,51 @@
-//! The shared pricing catalog (shared-memory mode): the whole resolved catalog, frozen
-//! (`aicost_core::frozen`) into one region that every backend reads in place, so a new connection
-//! prices its first call without reading the catalog tables.
+//! The shared pricing catalog (shared-memory mode): each database's resolved catalog, frozen
+//! (`aicost_core::frozen`) into a slot of shared memory that its backends read in place, so a new
+//! connection prices its first call without reading the catalog tables.
 //!
 //! Correctness equals the per-backend cache (see `pricing`):
-//! - `generation` counts committed catalog changes. The committing backend bumps it in its
-//!   XACT_EVENT_COMMIT callback, which PostgreSQL runs after the commit is visible to new snapshots,
-//!   and never on abort. A prepared transaction that changed the catalog is refused (its commit
-//!   could come from another session, which would not know to bump).
-//! - The frozen bytes are tagged with `built_gen`, the generation the builder read *before* it read
-//!   the tables (under the latest snapshot): they hold every change whose bump is counted in
-//!   `built_gen`, perhaps more, never less. A reader that read generation `g` uses them only when
-//!   `built_gen >= g`, so it never prices with data older than the generation it recorded.
+//! - Generations are numbers drawn from one cluster-wide counter. A transaction that changed the
+//!   catalog draws a new one at commit (XACT_EVENT_COMMIT, which PostgreSQL runs after the commit is
+//!   visible to new snapshots; never on abort) and raises its database's slot generation to it. A
+//!   prepared transaction that changed the catalog is refused (its commit could come from another
+//!   session, which would not know to bump).
+//! - A backend reads its database's generation `g` once per statement (the cluster counter when
+//!   the database has no slot). The frozen bytes are tagged with `built_gen`, the `g` their builder
+//!   read *before* it read the tables (under the latest snapshot): they hold every change counted
+//!   in `g`, perhaps more, never less. A reader uses them only when `built_gen >= g`.
+//! - A slot claimed for a database starts at the cluster counter's current value, so a change that
+//!   committed while the claimer was reading the tables makes its copy stale at once.
 //! - A backend whose own transaction changed the catalog prices from its own tables (it must see its
 //!   uncommitted change); so does a parallel worker of a transaction that wrote anything.
 //!
-//! Locking: readers take [`LOCK_CATALOG`](crate::shmem::LOCK_CATALOG) shared while they decode the
-//! few models a name can match (microseconds) and never block each other; a builder takes it
-//! exclusively only to copy the frozen bytes in. Nothing that can ERROR runs under the lock.
+//! Locking: [`LOCK_CATALOG`](crate::shmem::LOCK_CATALOG) shared to read a slot's generation or
+//! decode the few models a name can match (microseconds); readers never block each other.
+//! Exclusive only to claim a slot or copy frozen bytes in. Nothing that can ERROR runs under it.
 
 use crate::shmem::{self, LOCK_CATALOG, LwGuard};
 use aicost_core::frozen::{FrozenCatalog, freeze};
 use aicost_core::{Catalog, Model};
-use std::sync::atomic::{AtomicU64, Ordering};
+use pgrx::pg_sys;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 #[repr(C)]
 struct Header {
-    /// Committed catalog changes since server start (starts at 1: nothing is built yet).
+    /// The cluster-wide generation counter.
+    counter: AtomicU64,
+    slots: u64,
+    capacity: u64,
+}
+
+/// One database's shared catalog; its frozen bytes follow the slot table.
+#[repr(C)]
+struct Slot {
+    /// Database oid, 0 = free. Written under the exclusive lock.
+    database: AtomicU32,
     generation: AtomicU64,
     /// Generation the bytes were built for; 0 = none. Written under the exclusive lock.
     built_gen: AtomicU64,
-    /// Generation whose catalog did not fit; builders of it skip publishing.
-    too_big_gen: AtomicU64,
-    /// Valid bytes after the header.
     len: AtomicU64,
-    capacity: u64,
+    /// Counter value at the last use, to replace the least recently used slot.
+    last_used: AtomicU64,
 }
 
 static mut HEADER: *mut Header = std::ptr::null_mut();
@@ -42,27 +54,30 @@ fn capacity() -> usize {
     usize::try_from(crate::guc::SHMEM_CATALOG_SIZE.get()).unwrap_or(0) * 1024
 }
 
+fn n_slots() -> usize {
+    usize::try_from(crate::guc::SHMEM_CATALOG_DATABASES.get()).unwrap_or(1)
+}
+
 pub fn shmem_size() -> usize {
-    size_of::<Header>() + capacity()
+    size_of::<Header>() + n_slots() * (size_of::<Slot>() + capacity())
 }
 
 /// # Safety
 /// Startup hook only (see `shmem`).
 pub unsafe fn shmem_startup() {
-    // SAFETY: called under AddinShmemInitLock with shared memory attached.
+    // SAFETY: called under AddinShmemInitLock with shared memory attached; a new region is zeroed
+    // (every slot free).
     unsafe {
         let (p, found) = shmem::init_struct(c"pg_aicost catalog", shmem_size());
-        let h = p.cast::<Header>();
         if !found {
-            h.write(Header {
-                generation: AtomicU64::new(1),
-                built_gen: AtomicU64::new(0),
-                too_big_gen: AtomicU64::new(0),
-                len: AtomicU64::new(0),
+            std::ptr::write_bytes(p, 0, shmem_size());
+            p.cast::<Header>().write(Header {
+                counter: AtomicU64::new(1),
+                slots: n_slots() as u64,
                 capacity: capacity() as u64,
             });
         }
-        HEADER = h;
+        HEADER = p.cast();
     }
 }
 
@@ -71,38 +86,74 @@ fn header() -> Option<&'static Header> {
     unsafe { HEADER.as_ref() }
 }
 
-/// The current generation (0 when not preloaded).
-#[inline]
+fn slots(h: &Header) -> &[Slot] {
+    // SAFETY: the slot table follows the header (both 8-byte aligned, sizes multiples of 8).
+    unsafe { std::slice::from_raw_parts((h as *const Header).add(1).cast::<Slot>(), h.slots as usize) }
+}
+
+fn bytes_ptr(h: &Header, i: usize) -> *mut u8 {
+    // SAFETY: slot i's bytes lie after the slot table, capacity bytes each.
+    unsafe {
+        (h as *const Header)
+            .add(1)
+            .cast::<Slot>()
+            .add(h.slots as usize)
+            .cast::<u8>()
+            .add(i * h.capacity as usize)
+            .cast_mut()
+    }
+}
+
+fn database() -> u32 {
+    // SAFETY: reads this backend's database, fixed for its lifetime.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// This database's slot. Caller holds LOCK_CATALOG.
+fn my_slot(h: &Header) -> Option<(usize, &Slot)> {
+    let db = database();
+    slots(h)
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.database.load(Ordering::Acquire) == db)
+}
+
+/// The generation a statement prices with (0 when not preloaded).
 pub fn generation() -> u64 {
-    header().map_or(0, |h| h.generation.load(Ordering::Acquire))
+    let Some(h) = header() else { return 0 };
+    let _lock = LwGuard::shared(LOCK_CATALOG);
+    match my_slot(h) {
+        Some((_, s)) => {
+            s.last_used
+                .store(h.counter.load(Ordering::Relaxed), Ordering::Relaxed);
+            s.generation.load(Ordering::Acquire)
+        }
+        None => h.counter.load(Ordering::Acquire),
+    }
 }
 
 /// Called at commit of a transaction that changed the catalog.
 pub fn bump() {
-    if let Some(h) = header() {
-        h.generation.fetch_add(1, Ordering::AcqRel);
+    let Some(h) = header() else { return };
+    let g = h.counter.fetch_add(1, Ordering::AcqRel) + 1;
+    let _lock = LwGuard::shared(LOCK_CATALOG);
+    if let Some((_, s)) = my_slot(h) {
+        s.generation.fetch_max(g, Ordering::AcqRel);
     }
 }
 
-/// Runs `f` over the frozen catalog if it is at least as new as generation `g`.
+/// Runs `f` over this database's frozen catalog if it is at least as new as generation `g`.
 fn with_frozen<R>(g: u64, f: impl FnOnce(&FrozenCatalog<'_>) -> R) -> Option<R> {
     let h = header()?;
-    if h.built_gen.load(Ordering::Acquire) < g {
-        return None;
-    }
     let _lock = LwGuard::shared(LOCK_CATALOG);
-    if h.built_gen.load(Ordering::Acquire) < g {
+    let (i, s) = my_slot(h)?;
+    if s.built_gen.load(Ordering::Acquire) < g {
         return None;
     }
-    let len = h.len.load(Ordering::Acquire) as usize;
-    // SAFETY: the bytes after the header are written only under the exclusive lock, which we
-    // exclude by holding it shared; len never exceeds the capacity.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            (h as *const Header).add(1).cast::<u8>(),
-            len.min(h.capacity as usize),
-        )
-    };
+    let len = (s.len.load(Ordering::Acquire) as usize).min(h.capacity as usize);
+    // SAFETY: the bytes are written only under the exclusive lock, which we exclude by holding
+    // it shared; len never exceeds the capacity.
+    let bytes = unsafe { std::slice::from_raw_parts(bytes_ptr(h, i), len) };
     let frozen = FrozenCatalog::new(bytes).ok()?;
     Some(f(&frozen))
 }
@@ -118,11 +169,6 @@ pub fn suggest(g: u64, name: &str, n: usize) -> Option<Vec<String>> {
     with_frozen(g, |f| f.suggest(name, n))
 }
 
-/// Whether the catalog of generation `g` is known not to fit.
-pub fn too_big(g: u64) -> bool {
-    header().is_some_and(|h| h.too_big_gen.load(Ordering::Acquire) >= g)
-}
-
 /// What [`publish`] did.
 pub enum Published {
     Stored,
@@ -132,35 +178,49 @@ pub enum Published {
 }
 
 /// Stores `catalog`, read from the tables after generation `g` was read, unless a newer one is
-/// there already.
+/// there already; claims a slot for this database (replacing the least recently used one) if needed.
 pub fn publish(g: u64, catalog: &Catalog) -> Published {
     let Some(h) = header() else {
         return Published::AlreadyNewer;
     };
-    if h.built_gen.load(Ordering::Acquire) >= g {
-        return Published::AlreadyNewer;
-    }
     let bytes = freeze(catalog);
     if bytes.len() > h.capacity as usize {
-        h.too_big_gen.fetch_max(g, Ordering::AcqRel);
+        // Not worth a slot (nor taking one from another database).
         return Published::TooBig {
             needed: bytes.len(),
             capacity: h.capacity as usize,
         };
     }
     let _lock = LwGuard::exclusive(LOCK_CATALOG);
-    if h.built_gen.load(Ordering::Acquire) >= g {
+    let (i, s) = match my_slot(h) {
+        Some(x) => x,
+        None => {
+            let all = slots(h);
+            let (i, s) = all
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| {
+                    (
+                        s.database.load(Ordering::Relaxed) != 0,
+                        s.last_used.load(Ordering::Relaxed),
+                    )
+                })
+                .expect("at least one slot");
+            let now = h.counter.load(Ordering::Acquire);
+            s.built_gen.store(0, Ordering::Release);
+            s.len.store(0, Ordering::Release);
+            s.generation.store(now, Ordering::Release);
+            s.last_used.store(now, Ordering::Relaxed);
+            s.database.store(database(), Ordering::Release);
+            (i, s)
+        }
+    };
+    if s.built_gen.load(Ordering::Acquire) >= g {
         return Published::AlreadyNewer;
     }
     // SAFETY: we hold the exclusive lock, so no reader is looking at the bytes; they fit.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            (h as *const Header).add(1).cast::<u8>().cast_mut(),
-            bytes.len(),
-        );
-    }
-    h.len.store(bytes.len() as u64, Ordering::Release);
-    h.built_gen.store(g, Ordering::Release);
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), bytes_ptr(h, i), bytes.len()) };
+    s.len.store(bytes.len() as u64, Ordering::Release);
+    s.built_gen.store(g, Ordering::Release);
     Published::Stored
 }

@@ -39,7 +39,9 @@ static CACHE_MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1 << 2
 // Shared-memory mode (pg_aicost in shared_preload_libraries). Sizes are read once, at server start.
 /// Bytes of shared memory for the frozen pricing catalog (kB unit in SQL).
 pub static SHMEM_CATALOG_SIZE: GucSetting<i32> = GucSetting::<i32>::new(SHMEM_CATALOG_SIZE_DEFAULT);
-const SHMEM_CATALOG_SIZE_DEFAULT: i32 = 16 * 1024;
+const SHMEM_CATALOG_SIZE_DEFAULT: i32 = 4 * 1024;
+/// Databases that can each have a shared catalog at a time.
+pub static SHMEM_CATALOG_DATABASES: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// Models tracked by aicost.stat_cost.
 pub static STAT_MAX_MODELS: GucSetting<i32> = GucSetting::<i32>::new(STAT_MAX_MODELS_DEFAULT);
 const STAT_MAX_MODELS_DEFAULT: i32 = 5000;
@@ -133,13 +135,23 @@ pub fn register() {
 pub fn register_shmem() {
     GucRegistry::define_int_guc(
         c"aicost.shmem_catalog_size",
-        c"Shared memory for the shared pricing catalog (needs shared_preload_libraries).",
+        c"Shared memory for one database's shared pricing catalog (needs shared_preload_libraries).",
         c"A catalog that does not fit is priced from each backend's own cache, with a WARNING.",
         &SHMEM_CATALOG_SIZE,
         64,
         1024 * 1024,
         GucContext::Postmaster,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"aicost.shmem_catalog_databases",
+        c"Databases that can have a shared pricing catalog at the same time (needs shared_preload_libraries).",
+        c"Beyond this, the least recently used database's shared catalog is replaced.",
+        &SHMEM_CATALOG_DATABASES,
+        1,
+        1024,
+        GucContext::Postmaster,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"aicost.stat_max_models",
@@ -164,8 +176,9 @@ pub fn register_shmem() {
 }
 
 /// Names of the settings [`register_shmem`] defines.
-pub const SHMEM_GUCS: [&std::ffi::CStr; 3] = [
+pub const SHMEM_GUCS: [&std::ffi::CStr; 4] = [
     c"aicost.shmem_catalog_size",
+    c"aicost.shmem_catalog_databases",
     c"aicost.stat_max_models",
     c"aicost.shmem_budgets",
 ];

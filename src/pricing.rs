@@ -223,9 +223,7 @@ fn shared_catalog_for(name: &str) -> Rc<Catalog> {
         count_catalog(Hit);
         return c;
     }
-    if !crate::catalog_shm::too_big(g)
-        && let Some(models) = crate::catalog_shm::candidates(g, name)
-    {
+    if let Some(models) = crate::catalog_shm::candidates(g, name) {
         count_catalog(SharedRead);
         let c = Rc::new(Catalog::new(models));
         SHARED_MEMO.with(|m| {

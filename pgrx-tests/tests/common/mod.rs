@@ -287,3 +287,101 @@ pub fn drain(c: &mut Client, first: Duration, quiet: Duration) -> Vec<Notificati
     }
     got
 }
+
+/// A connection to the cluster's `postgres` database (which does not have the extension), or the
+/// error: for tests that restart the server and must cope with it being down.
+pub fn try_connect_admin() -> Result<Client, postgres::Error> {
+    let mut c = base_config();
+    c.dbname("postgres");
+    c.connect(NoTls)
+}
+
+/// Whether pg_aicost is in the server's `shared_preload_libraries` (shared-memory mode).
+pub fn server_preloaded(c: &mut Client) -> bool {
+    let libs: String = one_row(c, "SHOW shared_preload_libraries", &[]).get(0);
+    libs.split(',')
+        .any(|l| l.trim().trim_matches('"') == "pg_aicost")
+}
+
+/// Fails the test unless the server runs in shared-memory mode (for tests named `shmem_*`, which
+/// the Makefile skips in its run without preloading).
+#[track_caller]
+pub fn assert_server_preloaded() {
+    let mut c =
+        try_connect_admin().unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+    assert!(
+        server_preloaded(&mut c),
+        "this test needs the cluster started with shared_preload_libraries = 'pg_aicost' \
+         (AICOST_PRELOAD=1 scripts/cluster.sh restart); run the others with --skip shmem_"
+    );
+}
+
+/// Runs `scripts/cluster.sh <cmd>` (start, stop, restart) on the test cluster, preloading pg_aicost
+/// or not. The script finds the cluster through the inherited `AICOST_PGPORT` and
+/// `AICOST_CLUSTER_DIR`; refuses to run when `AICOST_PGPORT` is not the port of `AICOST_TEST_DSN`
+/// (it would restart some other cluster than the one the tests talk to).
+pub fn cluster(cmd: &str, preload: bool) -> Result<(), String> {
+    let dsn_port = base_config().get_ports().first().copied().unwrap_or(5432);
+    let script_port = std::env::var("AICOST_PGPORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(28815);
+    if dsn_port != script_port {
+        return Err(format!(
+            "AICOST_TEST_DSN uses port {dsn_port} but scripts/cluster.sh would manage the cluster \
+             on port {script_port}: set AICOST_PGPORT (and AICOST_CLUSTER_DIR) for the test cluster"
+        ));
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts/cluster.sh"))
+        .arg(cmd)
+        .env("AICOST_PRELOAD", if preload { "1" } else { "0" })
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running scripts/cluster.sh {cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "scripts/cluster.sh {cmd} (preload {preload}) failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Waits (bounded) until the server accepts connections and runs queries again (after a restart
+/// or a crash and its recovery); the last connection error if it does not.
+pub fn wait_for_server(timeout: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match try_connect_admin().and_then(|mut c| c.simple_query("SELECT 1").map(|_| ())) {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(format!(
+                    "the server did not accept connections within {timeout:?}: {}",
+                    describe(&e)
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Messages (NOTICE, WARNING, ...) a connection received, in order.
+pub type Notices = std::sync::Arc<std::sync::Mutex<Vec<postgres::error::DbError>>>;
+
+impl TestDb {
+    /// A new connection that collects every notice and warning the server sends it.
+    pub fn connect_collecting_notices(&self) -> (Client, Notices) {
+        let notices = Notices::default();
+        let sink = notices.clone();
+        let client = self
+            .config()
+            .notice_callback(move |n| sink.lock().expect("notice list").push(n))
+            .connect(NoTls)
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name));
+        (client, notices)
+    }
+}
