@@ -59,6 +59,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    shmem::refuse_shmem_gucs();
     guc::register();
     shmem::init();
     pricing::init();

@@ -43,7 +43,6 @@ pub fn init() {
     // SAFETY: reads a postmaster global; installs hooks once, in the postmaster, before forking.
     unsafe {
         if !pg_sys::process_shared_preload_libraries_in_progress {
-            refuse_shmem_gucs();
             return;
         }
         PRELOADED.store(true, Ordering::Relaxed);
@@ -56,8 +55,14 @@ pub fn init() {
 }
 
 /// A shared-memory size set without preloading would silently do nothing: say so instead. The
-/// settings are not defined then, so a value in postgresql.conf shows as a placeholder.
-fn refuse_shmem_gucs() {
+/// settings are not defined then, so a value in postgresql.conf shows as a placeholder. Called
+/// first thing in `_PG_init`: a failed `_PG_init` runs again at the next call, so it must fail
+/// before defining anything.
+pub fn refuse_shmem_gucs() {
+    // SAFETY: reads a postmaster global.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
     for name in crate::guc::SHMEM_GUCS {
         // SAFETY: reads a configuration value by name (NULL when it does not exist).
         let set = unsafe { !pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() };

@@ -369,7 +369,11 @@ fn alert_fires_once() {
     if shared {
         // Shared-memory admission does not serialize writers: the row that records a crossing
         // reports the spend it saw, committed plus in flight (at most 15 other 0.0025 rows).
-        assert_eq!(alerts.len(), 3, "one budget_alerts row per threshold: {alerts:?}");
+        assert_eq!(
+            alerts.len(),
+            3,
+            "one budget_alerts row per threshold: {alerts:?}"
+        );
         for ((t, spent, limit), (want_t, want_s)) in alerts.iter().zip(expected) {
             assert_eq!(t, want_t, "{alerts:?}");
             assert!(
