@@ -1139,6 +1139,10 @@ mod tests {
         } else {
             "backend"
         };
+        assert_eq!(
+            text("current_setting('shared_preload_libraries') LIKE '%pg_aicost%'"),
+            if shmem::preloaded() { "true" } else { "false" }
+        );
         stats_lock(false);
         super::record_cost(Some(&unique("stats-scope")), 1, 1, None, 10);
         super::count_budget(-1, BudgetEvent::Check);
