@@ -16,15 +16,18 @@
 //! index is at most half full and a probe for an absent key ends quickly at an empty slot) and an
 //! array of entries handed out in claim order. Keys are never removed (a reset zeroes counters;
 //! rows whose counters are all zero are not shown), so the tables need no deletion protocol.
-//! Names beyond the capacity, and errors of names that did not resolve, are counted in one
-//! overflow row shown with model (or budget_id) NULL.
+//! Names beyond the capacity, and calls and errors of names that did not resolve, are counted in
+//! one overflow row shown with model (or budget_id) NULL. Size with the default capacities: about
+//! 6.3 MB for 5000 models (1216 bytes each, most of it the latency histogram) and 1.2 MB for 10000
+//! budgets; in per-backend mode the zeroed allocation is only paid for the pages touched.
 //!
 //! Locking rules:
 //! - counters are `AtomicU64`s updated with Relaxed `fetch_add` (exact; no ordering needed between
 //!   distinct counters); readers load them one by one, so a row read during updates may mix values
 //!   from just before and just after a call (as in pg_stat_statements);
-//! - money is an exact `i128` sum under the entry's [`SpinLock`], held only for a few integer
-//!   additions: no allocation, no call that can ERROR, never two spinlocks at once;
+//! - money is an exact sum ([`Money`]: two `i128`, dollars and 10^-24 units) under the entry's
+//!   [`SpinLock`], held only for a few integer additions: no allocation, no call that can ERROR,
+//!   never two spinlocks at once;
 //! - a slot is claimed without locks: its state word goes EMPTY→CLAIMED by compare-and-swap (one
 //!   winner), the winner takes an entry, writes the key, then stores READY with Release ordering;
 //!   readers Acquire-load the state and spin while it is CLAIMED (a few stores long). Keys are
