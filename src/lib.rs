@@ -55,6 +55,18 @@ extension_sql_file!(
         budget::aicost::_charge_shared
     ]
 );
+extension_sql_file!(
+    "../sql/stats.sql",
+    name = "stats",
+    requires = [
+        "cache",
+        "ledger",
+        stats::aicost::_stat_cost_rows,
+        stats::aicost::_stat_cache_rows,
+        stats::aicost::_stat_budget_rows,
+        stats::aicost::_stat_reset
+    ]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
