@@ -137,10 +137,7 @@ fn entries() -> &'static [Entry] {
     // atomics are only touched under the entry's spinlock.
     unsafe {
         let h = HEADER.as_ref().expect("shared memory is initialized");
-        std::slice::from_raw_parts(
-            (HEADER.add(1)).cast::<Entry>(),
-            h.capacity as usize,
-        )
+        std::slice::from_raw_parts((HEADER.add(1)).cast::<Entry>(), h.capacity as usize)
     }
 }
 
@@ -225,7 +222,10 @@ fn entry(budget_id: i64, period_start: i64, period_end: i64) -> usize {
                 "pg_aicost: more than aicost.shmem_budgets = {} budget periods are in use",
                 es.len()
             ),
-            Some("Every shared-memory budget entry has a transaction in flight or a current period.".into()),
+            Some(
+                "Every shared-memory budget entry has a transaction in flight or a current period."
+                    .into(),
+            ),
             Some("Raise aicost.shmem_budgets and restart the server.".into()),
         );
     };
@@ -357,7 +357,11 @@ fn to_units(s: &str, ceil: bool) -> Units {
         )
     };
     let mut v: i128 = 0;
-    for c in int.bytes().chain(frac.bytes().chain(std::iter::repeat(b'0')).take(SCALE as usize)) {
+    for c in int.bytes().chain(
+        frac.bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(SCALE as usize),
+    ) {
         if !c.is_ascii_digit() {
             overflow();
         }
@@ -366,7 +370,8 @@ fn to_units(s: &str, ceil: bool) -> Units {
             .and_then(|v| v.checked_add(i128::from(c - b'0')))
             .unwrap_or_else(|| overflow());
     }
-    let rest_nonzero = frac.len() > SCALE as usize && frac.bytes().skip(SCALE as usize).any(|c| c != b'0');
+    let rest_nonzero =
+        frac.len() > SCALE as usize && frac.bytes().skip(SCALE as usize).any(|c| c != b'0');
     // Rounding toward +inf for ceil (and -inf for floor), on the signed value.
     if rest_nonzero && (ceil != neg) {
         v += 1;
@@ -467,7 +472,8 @@ unsafe extern "C-unwind" fn xact_callback(
     match event {
         XACT_EVENT_PRE_PREPARE if PENDING.with(|p| !p.borrow().is_empty()) => raise_full(
             ERRCODE_FEATURE_NOT_SUPPORTED,
-            "cannot PREPARE a transaction that charged a pg_aicost budget in shared-memory mode".into(),
+            "cannot PREPARE a transaction that charged a pg_aicost budget in shared-memory mode"
+                .into(),
             None,
             Some("Insert usage rows and reserve budget in ordinary transactions.".into()),
         ),
@@ -560,7 +566,14 @@ fn admit(
     }
 }
 
-fn remember(index: usize, budget_id: i64, period_start: i64, amount: Units, kind: Kind, alerts: u8) {
+fn remember(
+    index: usize,
+    budget_id: i64,
+    period_start: i64,
+    amount: Units,
+    kind: Kind,
+    alerts: u8,
+) {
     // SAFETY: reads the current subtransaction id.
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     PENDING.with(|p| {
@@ -729,7 +742,14 @@ mod aicost {
         let amount = units_ceil(&amount.to_string());
         let kind = if hold { Kind::Hold } else { Kind::Spend };
         let i = entry(budget_id, start, end);
-        match admit(i, budget_id, start, units_floor(&hard.to_string()), amount, kind) {
+        match admit(
+            i,
+            budget_id,
+            start,
+            units_floor(&hard.to_string()),
+            amount,
+            kind,
+        ) {
             Ok(_) => {
                 remember(i, budget_id, start, amount, kind, 0);
                 TableIterator::empty()
@@ -831,12 +851,14 @@ mod aicost {
         }
         plans(|p, client| {
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let starts: Vec<TimestampWithTimeZone> = rows
-                .iter()
-                .map(|r| timestamptz(r.start))
-                .collect();
-            let args: [DatumWithOid<'_>; 4] =
-                [ids.into(), starts.into(), my_slot().into(), cost.clone().into()];
+            let starts: Vec<TimestampWithTimeZone> =
+                rows.iter().map(|r| timestamptz(r.start)).collect();
+            let args: [DatumWithOid<'_>; 4] = [
+                ids.into(),
+                starts.into(),
+                my_slot().into(),
+                cost.clone().into(),
+            ];
             client
                 .update(&p.upsert, None, &args)
                 .expect("recording spend");

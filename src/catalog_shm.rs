@@ -88,7 +88,9 @@ fn header() -> Option<&'static Header> {
 
 fn slots(h: &Header) -> &[Slot] {
     // SAFETY: the slot table follows the header (both 8-byte aligned, sizes multiples of 8).
-    unsafe { std::slice::from_raw_parts((h as *const Header).add(1).cast::<Slot>(), h.slots as usize) }
+    unsafe {
+        std::slice::from_raw_parts((h as *const Header).add(1).cast::<Slot>(), h.slots as usize)
+    }
 }
 
 fn bytes_ptr(h: &Header, i: usize) -> *mut u8 {
@@ -174,7 +176,10 @@ pub enum Published {
     Stored,
     /// Someone else stored one at least as new.
     AlreadyNewer,
-    TooBig { needed: usize, capacity: usize },
+    TooBig {
+        needed: usize,
+        capacity: usize,
+    },
 }
 
 /// Stores `catalog`, read from the tables after generation `g` was read, unless a newer one is

@@ -77,8 +77,9 @@ impl Track {
     }
 
     fn elapsed_ns(&self) -> u64 {
-        self.start
-            .map_or(0, |s| u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        self.start.map_or(0, |s| {
+            u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        })
     }
 
     fn finish(&mut self, model: Option<&str>, counts: &TokenCounts, cost: Option<&Decimal>) {

@@ -113,13 +113,11 @@ unsafe extern "C-unwind" fn xact_callback(
                 Some("Change prices in an ordinary transaction.".into()),
             )
         }
-        XACT_EVENT_COMMIT => {
-            if FLAGS.dirty.replace(false) {
-                // After the commit is visible to new snapshots: see catalog_shm.
-                crate::catalog_shm::bump();
-            }
+        // After the commit is visible to new snapshots: see catalog_shm.
+        XACT_EVENT_COMMIT if FLAGS.dirty.replace(false) => crate::catalog_shm::bump(),
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => {
+            FLAGS.dirty.set(false)
         }
-        XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => FLAGS.dirty.set(false),
         _ => {}
     }
 }
@@ -489,8 +487,7 @@ pub fn resolve<'a>(
                 })
             {
                 let g = SHARED_MEMO.with(|m| m.borrow().generation);
-                crate::catalog_shm::suggest(g, name, 5)
-                    .unwrap_or_else(|| catalog.suggest(name, 5))
+                crate::catalog_shm::suggest(g, name, 5).unwrap_or_else(|| catalog.suggest(name, 5))
             } else {
                 catalog.suggest(name, 5)
             };

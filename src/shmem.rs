@@ -1,4 +1,3 @@
-#![allow(dead_code)] // TODO(issue 5): remove once every region is wired
 //! Shared memory, allocated only when pg_aicost is in `shared_preload_libraries`.
 //!
 //! Three regions, each a `ShmemInitStruct` of its own module, sized by GUCs read at server start:
@@ -73,8 +72,13 @@ pub fn refuse_shmem_gucs() {
                     "{} is set but pg_aicost is not in shared_preload_libraries",
                     name.to_string_lossy()
                 ),
-                Some("Shared-memory settings only take effect when the library is preloaded.".into()),
-                Some("Add pg_aicost to shared_preload_libraries and restart, or remove the setting.".into()),
+                Some(
+                    "Shared-memory settings only take effect when the library is preloaded.".into(),
+                ),
+                Some(
+                    "Add pg_aicost to shared_preload_libraries and restart, or remove the setting."
+                        .into(),
+                ),
             );
         }
     }
@@ -171,7 +175,7 @@ impl SpinLock {
             .is_err()
         {
             spins += 1;
-            if spins % 1000 == 0 {
+            if spins.is_multiple_of(1000) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

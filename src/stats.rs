@@ -1,4 +1,3 @@
-#![allow(dead_code)] // TODO(issue 5): remove once record_*/count_* are called from the pricing and budget code
 //! Statistics behind `aicost.stat_cost`, `aicost.stat_cache` and `aicost.stat_budget`.
 //!
 //! Where the counters live (the `scope` column of every view):
@@ -617,7 +616,8 @@ impl Entry for ModelEntry {
 
 #[repr(C, align(64))]
 struct BudgetEntry {
-    id: UnsafeCell<i64>,
+    /// (database oid, budget_id): budget ids are per database.
+    id: UnsafeCell<(u32, i64)>,
     c: [AtomicU64; N_BUDGET],
 }
 
@@ -625,21 +625,21 @@ struct BudgetEntry {
 unsafe impl Sync for BudgetEntry {}
 
 impl BudgetEntry {
-    fn id(&self) -> i64 {
+    fn id(&self) -> (u32, i64) {
         // SAFETY: only called on published entries: the key is frozen.
         unsafe { *self.id.get() }
     }
 }
 
 impl Entry for BudgetEntry {
-    type Key = i64;
+    type Key = (u32, i64);
 
     #[inline]
-    fn matches(&self, id: &i64) -> bool {
+    fn matches(&self, id: &(u32, i64)) -> bool {
         self.id() == *id
     }
 
-    unsafe fn set_key(&self, id: &i64) {
+    unsafe fn set_key(&self, id: &(u32, i64)) {
         // SAFETY: the caller claimed this entry; nobody else reads or writes it yet.
         unsafe { *self.id.get() = *id }
     }
@@ -683,8 +683,13 @@ fn hash_name(name: &str) -> u64 {
 }
 
 #[inline]
-fn hash_budget(id: i64) -> u64 {
-    fmix64(id.cast_unsigned().wrapping_mul(MUL))
+fn hash_budget(id: (u32, i64)) -> u64 {
+    fmix64(id.1.cast_unsigned().wrapping_mul(MUL) ^ u64::from(id.0))
+}
+
+fn database() -> u32 {
+    // SAFETY: reads this backend's database, fixed for its lifetime.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,6 +910,7 @@ impl Region {
 
     #[inline]
     fn budget_counters(&self, id: i64) -> &'static [AtomicU64; N_BUDGET] {
+        let id = (database(), id);
         self.budgets
             .get_or_insert(&id, hash_budget(id))
             .map_or(&self.hdr.budget_overflow, |e| &e.c)
@@ -1085,7 +1091,8 @@ fn budget_rows(r: &Region) -> Vec<BudgetRow> {
     };
     r.budgets
         .entries()
-        .filter_map(|e| row(Some(e.id()), &e.c))
+        .filter(|e| e.id().0 == database())
+        .filter_map(|e| row(Some(e.id().1), &e.c))
         .chain(row(None, &r.hdr.budget_overflow))
         .collect()
 }
