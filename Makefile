@@ -41,6 +41,7 @@ test-pg: setup
 	AICOST_PRELOAD=1 cargo pgrx test pg15 --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data)"
 
 test-it: install
+	install -m 644 pgrx-tests/upgrade/pg_aicost--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 	bash pgrx-tests/litellm/prepare.sh
 	AICOST_PRELOAD=0 $(CLUSTER) restart
 	AICOST_PRELOAD=0 cargo test -p pg_aicost_it --tests -- --test-threads=1 --skip shmem_

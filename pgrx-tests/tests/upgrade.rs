@@ -25,7 +25,7 @@ SELECT string_agg(line, E'\n' ORDER BY line) FROM (
            || ' -- ' || coalesce(obj_description(p.oid, 'pg_proc'), '<no comment>') AS line
       FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
     UNION ALL
-    SELECT 'relation ' || r.relname || ' ' || r.relkind || ' -- ' || coalesce(obj_description(r.oid, 'pg_class'), '<no comment>')
+    SELECT 'relation ' || r.relname || ' ' || r.relkind::text || ' -- ' || coalesce(obj_description(r.oid, 'pg_class'), '<no comment>')
       FROM rels r
     UNION ALL
     SELECT 'column ' || r.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
