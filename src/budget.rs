@@ -36,7 +36,7 @@
 //! allocation and nothing that can ERROR under either.
 
 use crate::error::raise_full;
-use crate::shmem::{self, LOCK_BUDGETS, LwGuard, SpinLock};
+use crate::shmem::{self, LOCK_BUDGETS, LwGuard, SpinLock, database};
 use crate::stats::{BudgetEvent, count_budget};
 use pgrx::PgSqlErrorCode::*;
 use pgrx::datum::DatumWithOid;
@@ -146,11 +146,6 @@ fn entries() -> &'static [Entry] {
 fn fields(e: &Entry) -> &mut EntryData {
     // SAFETY: the entry's spinlock serializes all access to the data (see the module docs).
     unsafe { &mut *e.data.get() }
-}
-
-fn database() -> u32 {
-    // SAFETY: reads this backend's database, fixed for its lifetime.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 fn slot_of(budget_id: i64, period_start: i64, cap: usize) -> usize {

@@ -21,10 +21,9 @@
 //! decode the few models a name can match (microseconds); readers never block each other.
 //! Exclusive only to claim a slot or copy frozen bytes in. Nothing that can ERROR runs under it.
 
-use crate::shmem::{self, LOCK_CATALOG, LwGuard};
+use crate::shmem::{self, LOCK_CATALOG, LwGuard, database};
 use aicost_core::frozen::{FrozenCatalog, freeze};
 use aicost_core::{Catalog, Model};
-use pgrx::pg_sys;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 #[repr(C)]
@@ -104,11 +103,6 @@ fn bytes_ptr(h: &Header, i: usize) -> *mut u8 {
             .add(i * h.capacity as usize)
             .cast_mut()
     }
-}
-
-fn database() -> u32 {
-    // SAFETY: reads this backend's database, fixed for its lifetime.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 /// This database's slot. Caller holds LOCK_CATALOG.

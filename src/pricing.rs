@@ -162,18 +162,23 @@ pub fn catalog_for(name: &str) -> Rc<Catalog> {
     catalog()
 }
 
-/// Whether this call prices from the shared catalog: preloaded, and this transaction has not
-/// changed the catalog (a parallel worker cannot know the leader's flag, so it declines whenever
-/// the leader's transaction has written anything).
+/// Whether this call prices from the shared catalog: preloaded, not a standby (replayed catalog
+/// changes reach backends as relcache invalidations, but nobody bumps the shared generation), and
+/// this transaction has not changed the catalog (a parallel worker cannot know the leader's flag,
+/// so it declines whenever the leader's transaction has written anything).
 fn use_shared() -> bool {
     if !crate::shmem::preloaded() || FLAGS.dirty.get() {
         return false;
     }
-    // SAFETY: reads backend-local globals.
-    unsafe {
-        !(pg_sys::ParallelWorkerNumber >= 0
-            && pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId)
-    }
+    // SAFETY: reads backend-local globals (RecoveryInProgress caches its answer once false).
+    let (standby, worker_of_writer) = unsafe {
+        (
+            pg_sys::RecoveryInProgress(),
+            pg_sys::ParallelWorkerNumber >= 0
+                && pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId,
+        )
+    };
+    !standby && !worker_of_writer
 }
 
 /// This backend's view of the shared catalog: the generation read at the start of the statement,

@@ -31,6 +31,12 @@ static mut LOCKS: *mut pg_sys::LWLockPadded = std::ptr::null_mut();
 static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
+/// This backend's database: shared state is kept per database (catalogs, budget ids).
+pub fn database() -> u32 {
+    // SAFETY: reads this backend's database, fixed for its lifetime.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
 /// Whether this server loaded pg_aicost through `shared_preload_libraries` (shared-memory mode).
 #[inline]
 pub fn preloaded() -> bool {

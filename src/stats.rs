@@ -41,7 +41,7 @@
 //! the last model's entry skips the hash and the probe when consecutive calls price the same model
 //! (the common case); entries never move nor change key, so the memo cannot go stale.
 
-use crate::shmem::{self, SpinLock};
+use crate::shmem::{self, SpinLock, database};
 use aicost_core::Decimal;
 use pgrx::AnyNumeric;
 use pgrx::prelude::*;
@@ -685,11 +685,6 @@ fn hash_name(name: &str) -> u64 {
 #[inline]
 fn hash_budget(id: (u32, i64)) -> u64 {
     fmix64(id.1.cast_unsigned().wrapping_mul(MUL) ^ u64::from(id.0))
-}
-
-fn database() -> u32 {
-    // SAFETY: reads this backend's database, fixed for its lifetime.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,56 +21,9 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A new session with bounded waits: no statement (lock waits included) runs longer than 20 s,
-/// no transaction idles forever.
-fn session(db: &TestDb) -> Client {
-    let mut c = db.connect();
-    exec(
-        &mut c,
-        "SET statement_timeout = '20s'; SET idle_in_transaction_session_timeout = '60s'",
-    );
-    c
-}
-
-/// The SQLSTATE of an error (or a description of a client-side error).
-fn code_of(e: &postgres::Error) -> String {
-    e.as_db_error().map_or_else(
-        || format!("client error: {e}"),
-        |d| d.code().code().to_string(),
-    )
-}
-
-/// Runs `f(i, session_i)` in `n` threads, each with its own new session, all released together.
-fn concurrently<T: Send>(
-    db: &TestDb,
-    n: usize,
-    f: impl Fn(usize, &mut Client) -> T + Sync,
-) -> Vec<T> {
-    let mut clients: Vec<Client> = (0..n).map(|_| session(db)).collect();
-    let barrier = Barrier::new(n);
-    thread::scope(|s| {
-        let handles: Vec<_> = clients
-            .iter_mut()
-            .enumerate()
-            .map(|(i, c)| {
-                let (barrier, f) = (&barrier, &f);
-                s.spawn(move || {
-                    barrier.wait();
-                    f(i, c)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("session thread panicked"))
-            .collect()
-    })
-}
 
 /// What a session got from running one statement over and over until its first error.
 #[derive(Debug)]
@@ -139,22 +92,6 @@ fn budget_set(c: &mut Client, call: &str) -> i64 {
 
 fn count(c: &mut Client, sql: &str) -> i64 {
     one_row(c, sql, &[]).get(0)
-}
-
-/// `ai_budget_audit()` must be empty.
-#[track_caller]
-fn assert_audit_empty(c: &mut Client) {
-    let rows: Vec<String> = c
-        .query(
-            "SELECT format('budget %s period %s: recorded %s, ledger %s', budget_id, period_start, recorded, ledger)
-               FROM ai_budget_audit()",
-            &[],
-        )
-        .expect("ai_budget_audit()")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(rows.is_empty(), "ai_budget_audit() is not empty: {rows:#?}");
 }
 
 /// Whether usage row `u` is covered by budget `b` (recomputed from the scopes, not budget_ids).

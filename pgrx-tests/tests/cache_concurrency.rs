@@ -26,17 +26,6 @@ fn cluster_shared() -> RwLockReadGuard<'static, ()> {
     CLUSTER.read().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A new session with bounded waits: no statement runs longer than 20 s, no transaction idles
-/// forever.
-fn session(db: &TestDb) -> Client {
-    let mut c = db.connect();
-    exec(
-        &mut c,
-        "SET statement_timeout = '20s'; SET idle_in_transaction_session_timeout = '60s'",
-    );
-    c
-}
-
 fn parse(text: Option<String>) -> Option<Value> {
     text.map(|t| serde_json::from_str(&t).expect("jsonb text is JSON"))
 }

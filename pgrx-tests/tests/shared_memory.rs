@@ -20,29 +20,10 @@ use common::*;
 use postgres::Client;
 use rust_decimal::Decimal;
 use serde_json::Value;
-use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
 const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A new session with bounded waits.
-fn session(db: &TestDb) -> Client {
-    let mut c = db.connect();
-    exec(
-        &mut c,
-        "SET statement_timeout = '20s'; SET idle_in_transaction_session_timeout = '60s'",
-    );
-    c
-}
-
-/// The SQLSTATE of an error (or a description of a client-side error).
-fn code_of(e: &postgres::Error) -> String {
-    e.as_db_error().map_or_else(
-        || format!("client error: {e}"),
-        |d| d.code().code().to_string(),
-    )
-}
 
 /// Server settings changed with ALTER SYSTEM for one test, the server restarted with them. Dropping
 /// it (also when the test fails) resets them and restarts the server preloaded, so that the next
@@ -195,22 +176,6 @@ fn assert_spent(c: &mut Client, user: &str, usd: &str, what: &str) {
     );
 }
 
-/// `ai_budget_audit()` must be empty.
-#[track_caller]
-fn assert_audit_empty(c: &mut Client) {
-    let rows: Vec<String> = c
-        .query(
-            "SELECT format('budget %s period %s: recorded %s, ledger %s', budget_id, period_start, recorded, ledger)
-               FROM ai_budget_audit()",
-            &[],
-        )
-        .expect("ai_budget_audit()")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(rows.is_empty(), "ai_budget_audit() is not empty: {rows:#?}");
-}
-
 /// The thresholds recorded in aicost.budget_alerts for a budget, in order of spend.
 fn alerts(c: &mut Client, budget: i64) -> Vec<String> {
     c.query(
@@ -221,33 +186,6 @@ fn alerts(c: &mut Client, budget: i64) -> Vec<String> {
     .iter()
     .map(|r| r.get(0))
     .collect()
-}
-
-/// Runs `f(i, session_i)` in `n` threads, each with its own new session, all released together.
-fn concurrently<T: Send>(
-    db: &TestDb,
-    n: usize,
-    f: impl Fn(usize, &mut Client) -> T + Sync,
-) -> Vec<T> {
-    let mut clients: Vec<Client> = (0..n).map(|_| session(db)).collect();
-    let barrier = Barrier::new(n);
-    thread::scope(|s| {
-        let handles: Vec<_> = clients
-            .iter_mut()
-            .enumerate()
-            .map(|(i, c)| {
-                let (barrier, f) = (&barrier, &f);
-                s.spawn(move || {
-                    barrier.wait();
-                    f(i, c)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("session thread panicked"))
-            .collect()
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ use postgres::{Client, Config, NoTls, Notification, Row};
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Barrier;
+use std::thread;
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_DSN: &str = "host=127.0.0.1 port=28815 user=postgres";
@@ -384,4 +386,66 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name));
         (client, notices)
     }
+}
+
+/// A new session with bounded waits: no statement (lock waits included) runs longer than 20 s,
+/// no transaction idles forever.
+pub fn session(db: &TestDb) -> Client {
+    let mut c = db.connect();
+    exec(
+        &mut c,
+        "SET statement_timeout = '20s'; SET idle_in_transaction_session_timeout = '60s'",
+    );
+    c
+}
+
+/// The SQLSTATE of an error (or a description of a client-side error).
+pub fn code_of(e: &postgres::Error) -> String {
+    e.as_db_error().map_or_else(
+        || format!("client error: {e}"),
+        |d| d.code().code().to_string(),
+    )
+}
+
+/// Runs `f(i, session_i)` in `n` threads, each with its own new session, all released together.
+pub fn concurrently<T: Send>(
+    db: &TestDb,
+    n: usize,
+    f: impl Fn(usize, &mut Client) -> T + Sync,
+) -> Vec<T> {
+    let mut clients: Vec<Client> = (0..n).map(|_| session(db)).collect();
+    let barrier = Barrier::new(n);
+    thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| {
+                let (barrier, f) = (&barrier, &f);
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i, c)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("session thread panicked"))
+            .collect()
+    })
+}
+
+/// `ai_budget_audit()` must be empty.
+#[track_caller]
+pub fn assert_audit_empty(c: &mut Client) {
+    let rows: Vec<String> = c
+        .query(
+            "SELECT format('budget %s period %s: recorded %s, ledger %s', budget_id, period_start, recorded, ledger)
+               FROM ai_budget_audit()",
+            &[],
+        )
+        .expect("ai_budget_audit()")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(rows.is_empty(), "ai_budget_audit() is not empty: {rows:#?}");
 }
