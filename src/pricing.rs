@@ -98,6 +98,15 @@ unsafe extern "C-unwind" fn xact_callback(
     _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::XactEvent::*;
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT
+            | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PARALLEL_ABORT
+    ) {
+        crate::stats::flush();
+    }
     match event {
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
             if FLAGS.dirty.get() {

@@ -1053,3 +1053,121 @@ fn shmem_gucs_and_not_preloaded_error() {
     );
     assert_eq!(gpt4o_input_price(&mut c), dec("2.5"));
 }
+
+/// The statistics views count a real workload from several sessions exactly: pricing calls, their
+/// tokens and money, errors, catalog cache use, budget charges and denials.
+#[test]
+fn shmem_stats_views_show_a_workload() {
+    assert_server_preloaded();
+    let db = TestDb::new("shmem_stats");
+    let mut c = session(&db);
+    exec(&mut c, "SELECT aicost.stat_reset()");
+    exec(&mut c, "SELECT ai_budget_set('user', 'stats-u', 0.10)");
+
+    // 4 sessions × 250 calls of 1000 in + 500 out tokens of gpt-4o (0.0075 USD each).
+    concurrently(&db, 4, |_, s| {
+        for _ in 0..250 {
+            exec(s, "SELECT ai_cost('gpt-4o', 1000, 500)");
+        }
+    });
+    // Errors: an unknown model (NULL row) and negative tokens of a known one.
+    assert_eq!(
+        code_of(
+            &c.query("SELECT ai_cost('no-such-model', 1, 1)", &[])
+                .unwrap_err()
+        ),
+        "42704"
+    );
+    assert_eq!(
+        code_of(&c.query("SELECT ai_cost('gpt-4o', -1, 1)", &[]).unwrap_err()),
+        "22023"
+    );
+    // Budget: 0.0075 per row against 0.10 => 13 rows fit, the 14th is denied.
+    let mut denied = 0;
+    for _ in 0..14 {
+        if let Err(e) = c.execute(
+            "INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('stats-u', 'gpt-4o', 1000, 500)",
+            &[],
+        ) {
+            assert_eq!(code_of(&e), "AC001");
+            denied += 1;
+        }
+    }
+    assert_eq!(denied, 1);
+
+    let r = one_row(
+        &mut c,
+        "SELECT scope, calls, errors, in_tokens, out_tokens, cost_usd,
+                mean_latency_us > 0, p50_latency_us <= p95_latency_us AND p95_latency_us <= p99_latency_us
+           FROM aicost.stat_cost WHERE model = 'gpt-4o'",
+        &[],
+    );
+    assert_eq!(r.get::<_, String>(0), "cluster");
+    // 1,000 ai_cost calls + 14 ledger rows priced by the trigger; the negative-token call errs.
+    assert_eq!(r.get::<_, i64>(1), 1014, "calls");
+    assert_eq!(r.get::<_, i64>(3), 1014 * 1000, "in_tokens");
+    assert_eq!(r.get::<_, i64>(4), 1014 * 500, "out_tokens");
+    assert_eq!(
+        r.get::<_, Decimal>(5),
+        dec("7.605"),
+        "cost_usd = 1014 × 0.0075"
+    );
+    assert!(
+        r.get::<_, bool>(6) && r.get::<_, bool>(7),
+        "latency columns"
+    );
+    let errors: i64 = one_row(
+        &mut c,
+        "SELECT coalesce(sum(errors), 0)::bigint FROM aicost.stat_cost",
+        &[],
+    )
+    .get(0);
+    assert_eq!(errors, 2, "one unknown model, one negative count");
+
+    let r = one_row(
+        &mut c,
+        "SELECT charges, denials, budget_scope_id FROM aicost.stat_budget
+          WHERE budget_scope_id = 'stats-u'",
+        &[],
+    );
+    assert_eq!(r.get::<_, i64>(0), 13, "charges");
+    assert_eq!(r.get::<_, i64>(1), 1, "denials");
+
+    let r = one_row(
+        &mut c,
+        "SELECT scope, catalog_hits > 0, catalog_shared_reads > 0 FROM aicost.stat_cache",
+        &[],
+    );
+    assert_eq!(r.get::<_, String>(0), "cluster");
+    assert!(r.get::<_, bool>(1), "catalog hits counted");
+    assert!(
+        r.get::<_, bool>(2),
+        "new sessions read their models from the shared catalog"
+    );
+
+    // aicost.track = off stops counting; stat_reset() zeroes.
+    exec(
+        &mut c,
+        "SET aicost.track = off; SELECT ai_cost('gpt-4o', 1, 1); RESET aicost.track",
+    );
+    assert_eq!(
+        one_row(
+            &mut c,
+            "SELECT calls FROM aicost.stat_cost WHERE model = 'gpt-4o'",
+            &[]
+        )
+        .get::<_, i64>(0),
+        1014
+    );
+    exec(&mut c, "SELECT aicost.stat_reset()");
+    assert_eq!(
+        one_row(
+            &mut c,
+            "SELECT count(*) FROM aicost.stat_cost WHERE model = 'gpt-4o'",
+            &[]
+        )
+        .get::<_, i64>(0),
+        0,
+        "all-zero rows are hidden after a reset"
+    );
+}
