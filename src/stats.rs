@@ -1624,6 +1624,8 @@ mod tests {
                         r.record_cost(Some(&name), 2, 3, Some(&price), 100);
                         r.budget_counters(i % 50)[0].fetch_add(1, Relaxed);
                     }
+                    // What transaction end does in a backend: add this thread's batch.
+                    flush();
                 });
             }
         });
