@@ -660,8 +660,15 @@ fn plans<R>(f: impl FnOnce(&Plans, &mut pgrx::spi::SpiClient<'_>) -> R) -> R {
 
 /// This backend's slot in `aicost.budget_spend` (its backend number, 1 and up).
 fn my_slot() -> i32 {
-    // SAFETY: reads this backend's id, fixed for its lifetime.
-    unsafe { pg_sys::MyBackendId }
+    // SAFETY: reads this backend's id, fixed for its lifetime (0-based ProcNumber from 17 on).
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    unsafe {
+        pg_sys::MyBackendId
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    unsafe {
+        pg_sys::MyProcNumber + 1
+    }
 }
 
 fn require_shared() {

@@ -28,6 +28,7 @@ const TRANCHE: &CStr = c"pg_aicost";
 static PRELOADED: AtomicBool = AtomicBool::new(false);
 // Set by the postmaster's startup hook; backends inherit them through fork().
 static mut LOCKS: *mut pg_sys::LWLockPadded = std::ptr::null_mut();
+#[cfg(not(any(feature = "pg13", feature = "pg14")))]
 static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
@@ -52,8 +53,14 @@ pub fn init() {
         }
         PRELOADED.store(true, Ordering::Relaxed);
         crate::guc::register_shmem();
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
+        // PostgreSQL 15 added shmem_request_hook; before it, _PG_init requests directly.
+        #[cfg(any(feature = "pg13", feature = "pg14"))]
+        request();
+        #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+        {
+            PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+            pg_sys::shmem_request_hook = Some(shmem_request);
+        }
         PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(shmem_startup);
     }
@@ -94,15 +101,24 @@ fn total_size() -> usize {
     crate::catalog_shm::shmem_size() + crate::stats::shmem_size() + crate::budget::shmem_size()
 }
 
+/// Requests the shared memory and the LWLock tranche (postmaster, while preloading only).
+unsafe fn request() {
+    // SAFETY: called by the postmaster in its shmem_request phase (or _PG_init before 15).
+    unsafe {
+        pg_sys::RequestAddinShmemSpace(total_size());
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), N_LOCKS as i32);
+    }
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14")))]
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn shmem_request() {
-    // SAFETY: called by the postmaster in its shmem_request phase, the only place these may run.
+    // SAFETY: called by the postmaster in its shmem_request phase.
     unsafe {
         if let Some(prev) = PREV_REQUEST_HOOK {
             prev();
         }
-        pg_sys::RequestAddinShmemSpace(total_size());
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), N_LOCKS as i32);
+        request();
     }
 }
 

@@ -321,60 +321,66 @@ struct CostCounters {
 // SAFETY: the cells are only accessed under `money_lock`.
 unsafe impl Sync for CostCounters {}
 
-/// Calls of one model counted by this backend and not yet added to the shared counters. Adding
-/// each call to the shared atomics made the parallel workers of a batch query, pricing the same
-/// model, fight over one cache line (+94 ns a call on 2 cores); a batch is added when it holds
-/// [`BATCH_CALLS`] calls, when the model changes, at the end of every transaction (so a
+/// Calls counted by this backend and not yet added to the shared counters, per model. Adding each
+/// call to the shared atomics made the parallel workers of a batch query fight over the same cache
+/// lines, and looking the model up in the shared table cost a hash and a probe per call. The
+/// batch holds up to [`BATCH_MODELS`] models, found by name; it is added to the shared counters
+/// after [`BATCH_CALLS`] calls, when a further model comes, at the end of every transaction (so a
 /// statement's calls show once it ends) and before this backend reads or resets the views.
 #[derive(Default)]
 struct Batch {
-    target: Option<&'static CostCounters>,
+    /// The region the entries belong to.
+    region: usize,
+    entries: Vec<BatchEntry>,
+    calls: u64,
+}
+
+struct BatchEntry {
+    /// None: calls whose name did not resolve.
+    name: Option<String>,
+    target: &'static CostCounters,
     calls: u64,
     unpriced: u64,
     in_tokens: u64,
     out_tokens: u64,
     latency_ns: u64,
-    hist: Vec<u32>,
+    hist: [u32; N_BUCKETS],
     money: Money,
 }
 
-const BATCH_CALLS: u64 = 256;
+const BATCH_CALLS: u64 = 1024;
+const BATCH_MODELS: usize = 16;
 
 thread_local! {
-    static BATCH: std::cell::RefCell<Batch> = std::cell::RefCell::new(Batch {
-        hist: vec![0; N_BUCKETS],
-        ..Batch::default()
-    });
+    static BATCH: std::cell::RefCell<Batch> = std::cell::RefCell::new(Batch::default());
 }
 
-impl Batch {
+impl BatchEntry {
     fn flush(&mut self) {
-        let Some(c) = self.target else { return };
-        if self.calls == 0 {
-            return;
-        }
+        let c = self.target;
         c.calls.fetch_add(self.calls, Relaxed);
         c.unpriced.fetch_add(self.unpriced, Relaxed);
         c.in_tokens.fetch_add(self.in_tokens, Relaxed);
         c.out_tokens.fetch_add(self.out_tokens, Relaxed);
         c.latency_ns.fetch_add(self.latency_ns, Relaxed);
-        for (i, n) in self.hist.iter_mut().enumerate() {
+        for (i, n) in self.hist.iter().enumerate() {
             if *n != 0 {
                 c.hist[i].fetch_add(u64::from(*n), Relaxed);
-                *n = 0;
             }
         }
         if self.money != Money::default() {
             c.add_money(self.money);
         }
-        (
-            self.calls,
-            self.unpriced,
-            self.in_tokens,
-            self.out_tokens,
-            self.latency_ns,
-        ) = (0, 0, 0, 0, 0);
-        self.money = Money::default();
+    }
+}
+
+impl Batch {
+    fn flush(&mut self) {
+        for e in &mut self.entries {
+            e.flush();
+        }
+        self.entries.clear();
+        self.calls = 0;
     }
 }
 
@@ -918,23 +924,45 @@ impl Region {
         cost: Option<&Decimal>,
         elapsed_ns: u64,
     ) {
-        let c = self.cost_counters(model);
         BATCH.with(|b| {
             let mut b = b.borrow_mut();
-            if !b.target.is_some_and(|t| std::ptr::eq(t, c)) {
+            let region = std::ptr::from_ref(self.hdr) as usize;
+            if b.region != region {
                 b.flush();
-                b.target = Some(c);
+                b.region = region;
             }
-            b.calls += 1;
-            b.in_tokens += in_tokens.max(0).cast_unsigned();
-            b.out_tokens += out_tokens.max(0).cast_unsigned();
-            b.latency_ns += elapsed_ns;
-            b.hist[bucket(elapsed_ns)] += 1;
+            let i = match b.entries.iter().position(|e| e.name.as_deref() == model) {
+                Some(i) => i,
+                None => {
+                    if b.entries.len() == BATCH_MODELS {
+                        b.flush();
+                    }
+                    b.entries.push(BatchEntry {
+                        name: model.map(str::to_owned),
+                        target: self.cost_counters(model),
+                        calls: 0,
+                        unpriced: 0,
+                        in_tokens: 0,
+                        out_tokens: 0,
+                        latency_ns: 0,
+                        hist: [0; N_BUCKETS],
+                        money: Money::default(),
+                    });
+                    b.entries.len() - 1
+                }
+            };
+            let e = &mut b.entries[i];
+            e.calls += 1;
+            e.in_tokens += in_tokens.max(0).cast_unsigned();
+            e.out_tokens += out_tokens.max(0).cast_unsigned();
+            e.latency_ns += elapsed_ns;
+            e.hist[bucket(elapsed_ns)] += 1;
             match cost {
-                None => b.unpriced += 1,
-                Some(d) if !d.is_zero() => b.money.add(Money::from_decimal(d)),
+                None => e.unpriced += 1,
+                Some(d) if !d.is_zero() => e.money.add(Money::from_decimal(d)),
                 Some(_) => {}
             }
+            b.calls += 1;
             if b.calls >= BATCH_CALLS {
                 b.flush();
             }
