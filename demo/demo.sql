@@ -69,3 +69,7 @@ INSERT INTO aicost.usage (request_id, user_id, model, in_tokens, out_tokens) VAL
 \set VERBOSITY default
 \set ON_ERROR_STOP 1
 SELECT count(*) AS ledger_rows, sum(cost) AS ledger_cost FROM aicost.usage;
+
+\echo '== Statistics (scope backend: this session; preload pg_aicost for cluster-wide numbers) =='
+SELECT scope, model, calls, errors, in_tokens, out_tokens, cost_usd FROM aicost.stat_cost ORDER BY cost_usd DESC LIMIT 3;
+SELECT budget_scope_id, charges, denials, alerts FROM aicost.stat_budget;
