@@ -1171,3 +1171,211 @@ fn shmem_stats_views_show_a_workload() {
         "all-zero rows are hidden after a reset"
     );
 }
+
+/// A streaming replica of the test cluster, preloaded, on the next port; stopped and removed when
+/// dropped.
+struct Standby {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+/// Runs a PostgreSQL server binary as the `postgres` OS user when the test runs as root.
+fn as_postgres(bin: &str, args: &[&str]) -> Result<String, String> {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_bin(bin));
+        c
+    } else {
+        std::process::Command::new(pg_bin(bin))
+    };
+    let out = cmd
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{bin}: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{bin} {args:?} failed: {text}"))
+    }
+}
+
+impl Standby {
+    fn create() -> Standby {
+        let primary = base_config().get_ports().first().copied().unwrap_or(28815);
+        let port = primary + 1;
+        let dir = std::env::temp_dir().join(format!("pg_aicost-standby-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("standby directory");
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:", &dir.to_string_lossy()])
+            .status();
+        let data = dir.join("data");
+        let (data_s, dir_s) = (
+            data.to_string_lossy().into_owned(),
+            dir.to_string_lossy().into_owned(),
+        );
+        let primary_s = primary.to_string();
+        as_postgres(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary_s,
+                "-U",
+                "postgres",
+                "-D",
+                &data_s,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let standby = Standby { dir, port };
+        let opts = format!(
+            "-c port={port} -c unix_socket_directories={dir_s} -c shared_preload_libraries=pg_aicost -c hot_standby=on"
+        );
+        let log = standby.dir.join("server.log");
+        as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &data_s,
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        standby
+    }
+
+    fn connect(&self, db: &TestDb) -> Client {
+        let mut c = postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .dbname(&db.name)
+            .connect_timeout(Duration::from_secs(10));
+        c.connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to the standby: {e}"))
+    }
+
+    fn promote(&self) {
+        let data = self.dir.join("data");
+        as_postgres("pg_ctl", &["-D", &data.to_string_lossy(), "-w", "promote"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until the standby has replayed everything the primary has written so far.
+fn wait_for_replay(primary: &mut Client, standby: &mut Client) {
+    let lsn: String = one_row(primary, "SELECT pg_current_wal_lsn()::text", &[]).get(0);
+    wait_until("the standby to replay", Duration::from_secs(30), || {
+        standby
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    });
+}
+
+/// A preloaded standby prices with the primary's committed price changes (it cannot use the
+/// shared catalog: replay does not bump its generation), and after promotion the budget counters
+/// are rebuilt from the replicated tables before the first admission: the hard limit holds exactly.
+#[test]
+fn shmem_standby_follows_prices_and_promotion_rebuilds_counters() {
+    assert_server_preloaded();
+    let db = TestDb::new("shmem_standby");
+    let mut p = session(&db);
+    exec(
+        &mut p,
+        "SELECT ai_budget_set('user', 'sb', 1.00);
+         INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('sb', 'gpt-4o', 320000, 0)",
+    ); // 0.80 spent
+    let standby = Standby::create();
+    let mut s = standby.connect(&db);
+    wait_for_replay(&mut p, &mut s);
+    let cost = |c: &mut Client| num(c, "SELECT ai_cost('gpt-4o', 1000000, 0)", &[]);
+    assert_eq!(cost(&mut s), Some(dec("2.5")));
+    assert!(
+        !one_row(&mut s, "SELECT aicost._shmem_budgets()", &[]).get::<_, bool>(0),
+        "a standby never admits in shared memory"
+    );
+
+    exec(&mut p, "SELECT ai_price_set('gpt-4o', 'input', 3)");
+    wait_for_replay(&mut p, &mut s);
+    assert_eq!(cost(&mut s), Some(dec("3")), "the same standby session");
+    assert_eq!(
+        cost(&mut standby.connect(&db)),
+        Some(dec("3")),
+        "a new standby session"
+    );
+
+    // Promotion: the counters start from the replicated spend (0.80 of 1.00).
+    standby.promote();
+    wait_until("promotion", Duration::from_secs(30), || {
+        s.query_one("SELECT NOT pg_is_in_recovery()", &[])
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    });
+    let mut n = standby.connect(&db);
+    assert!(one_row(&mut n, "SELECT aicost._shmem_budgets()", &[]).get::<_, bool>(0));
+    // gpt-4o output is 10 USD/Mtok: 20,000 tokens are exactly the 0.20 left.
+    exec(
+        &mut n,
+        "INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('sb', 'gpt-4o', 0, 20000)",
+    );
+    let over = n
+        .execute(
+            "INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('sb', 'gpt-4o', 0, 1)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(code_of(&over), "AC001");
+    assert_audit_empty(&mut n);
+    assert_eq!(
+        cost(&mut n),
+        Some(dec("3")),
+        "the promoted server's shared catalog"
+    );
+}
