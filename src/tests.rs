@@ -2,14 +2,14 @@
 //! back; commit, rollback and multi-session behaviour is tested in `pgrx-tests/`.
 
 #[pgrx::pg_schema]
-mod tests {
+pub(crate) mod tests {
     use pgrx::prelude::*;
 
-    fn one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
+    pub(crate) fn one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
         Spi::get_one::<T>(sql).expect(sql)
     }
 
-    fn text(sql: &str) -> String {
+    pub(crate) fn text(sql: &str) -> String {
         one::<String>(&format!("SELECT ({sql})::text")).unwrap_or_else(|| "NULL".into())
     }
 
