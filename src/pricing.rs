@@ -223,13 +223,10 @@ fn statement_generation(memo: &mut SharedMemo) -> u64 {
 
 fn shared_catalog_for(name: &str) -> Rc<Catalog> {
     use crate::stats::{CatalogEvent::*, count_catalog};
-    let g = SHARED_MEMO.with(|m| {
+    let (g, hit) = SHARED_MEMO.with(|m| {
         let mut m = m.borrow_mut();
-        statement_generation(&mut m)
-    });
-    let hit = SHARED_MEMO.with(|m| {
-        let m = m.borrow();
-        m.full.clone().or_else(|| m.names.get(name).cloned())
+        let g = statement_generation(&mut m);
+        (g, m.full.clone().or_else(|| m.names.get(name).cloned()))
     });
     if let Some(c) = hit {
         count_catalog(Hit);
