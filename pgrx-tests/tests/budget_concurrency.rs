@@ -86,6 +86,14 @@ fn avoid_utc_day_boundary(c: &mut Client) {
     }
 }
 
+/// A fresh database for one budget test and a first session on it, away from a UTC day boundary.
+fn budget_db(name: &str) -> (TestDb, Client) {
+    let db = TestDb::new(name);
+    let mut c = session(&db);
+    avoid_utc_day_boundary(&mut c);
+    (db, c)
+}
+
 fn budget_set(c: &mut Client, call: &str) -> i64 {
     one_row(c, &format!("SELECT {call}"), &[]).get(0)
 }
@@ -138,9 +146,7 @@ const INSERT_SCOPED: &str =
 /// budget ends exactly full, every refusal is AC001.
 #[test]
 fn no_overspend_under_concurrency() {
-    let db = TestDb::new("budget_no_overspend");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_no_overspend");
     assert_row_cost(&mut c);
     budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
 
@@ -177,9 +183,7 @@ fn no_overspend_under_concurrency() {
 /// order): the smallest budget (the user's) ends exactly full, all three recorded the same spend.
 #[test]
 fn no_overspend_three_covering_budgets() {
-    let db = TestDb::new("budget_three_covering");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_three_covering");
     assert_row_cost(&mut c);
     budget_set(&mut c, "ai_budget_set('team', 't', 2.00)");
     budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
@@ -210,9 +214,7 @@ fn no_overspend_three_covering_budgets() {
 /// impossible, see below); teams and the org recorded exactly the sums of their members.
 #[test]
 fn no_overspend_overlapping_budgets_lock_order() {
-    let db = TestDb::new("budget_overlapping");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_overlapping");
     assert_row_cost(&mut c);
     // ua + ub = 0.90 > ta = 0.70 and uc + ud = 0.65 > tb = 0.50: each team fills up unless the
     // org does first, and ta + tb = 1.20 > o = 1.00: so the org must end exactly full.
@@ -275,9 +277,7 @@ fn json_dec(v: &Value) -> Decimal {
 /// right after the crossing (exact, since every row costs 0.0025).
 #[test]
 fn alert_fires_once() {
-    let db = TestDb::new("budget_alert_once");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_alert_once");
     assert_row_cost(&mut c);
     let b = budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
     let mut listener = session(&db);
@@ -410,9 +410,7 @@ fn wait_for_lock_wait(watch: &mut Client, pid: i32, what: &str) {
 /// reservation's request_id settles it; an expired reservation stops counting.
 #[test]
 fn perbackend_reservations_under_concurrency() {
-    let db = TestDb::new("budget_reservations");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_reservations");
     assert_row_cost(&mut c);
     budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
 
@@ -544,9 +542,7 @@ fn perbackend_reservations_under_concurrency() {
 /// index), the last two in explicit transactions that stay open a moment after the insert.
 #[test]
 fn duplicate_request_ids_not_double_charged() {
-    let db = TestDb::new("budget_duplicates");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_duplicates");
     assert_row_cost(&mut c);
     let b = budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
     exec(
@@ -1266,9 +1262,7 @@ fn period_boundary_explicit_timestamps() {
 /// holds the first budget's spend row, so that the insert queues for it before the repricing.
 #[test]
 fn perbackend_reprice_concurrent_with_insert_no_deadlock() {
-    let db = TestDb::new("budget_reprice_lock_order");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_reprice_lock_order");
     let team = budget_set(&mut c, "ai_budget_set('team', 't', 100)");
     let user = budget_set(&mut c, "ai_budget_set('user', 'u', 100)");
     assert!(team < user);
@@ -1342,9 +1336,7 @@ fn perbackend_reprice_concurrent_with_insert_no_deadlock() {
 /// failure (40001), but the holds committed may never exceed the budget.
 #[test]
 fn reservations_repeatable_read_never_overbook() {
-    let db = TestDb::new("budget_reservations_rr");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_reservations_rr");
     let mut overbooked = Vec::new();
     for (user, isolation) in [("u", "REPEATABLE READ"), ("v", "SERIALIZABLE")] {
         budget_set(&mut c, &format!("ai_budget_set('user', '{user}', 1.00)"));
@@ -1433,9 +1425,7 @@ fn reservations_repeatable_read_never_overbook() {
 /// waiting (the hard limit must hold for every charge made after the change).
 #[test]
 fn perbackend_lowered_budget_applies_to_queued_writers() {
-    let db = TestDb::new("budget_lowered_queued");
-    let mut c = session(&db);
-    avoid_utc_day_boundary(&mut c);
+    let (db, mut c) = budget_db("budget_lowered_queued");
     assert_row_cost(&mut c);
     budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
     exec(
