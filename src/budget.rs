@@ -10,10 +10,12 @@
 //! ever update the same row.
 //!
 //! Transactions:
-//! - the admitted amounts are remembered per (sub)transaction; at commit (XACT_EVENT_COMMIT, after
-//!   the commit is visible) charges move from `inflight` to `committed`, and reservations leave
-//!   `inflight` (they are then counted from `aicost.budget_reservations`); at abort of the
-//!   transaction or of the subtransaction that made them they leave `inflight`;
+//! - the admitted amounts are remembered per (sub)transaction; at pre-commit charges move from
+//!   `inflight` to `committed`, in commit order, which decides threshold alerts (see `precommit`);
+//!   at commit (XACT_EVENT_COMMIT, after the commit is visible) reservations leave `inflight`
+//!   (they are then counted from `aicost.budget_reservations`); at abort of the transaction or of
+//!   the subtransaction that made them amounts leave `inflight` (or `committed`, if the
+//!   transaction failed after pre-commit);
 //! - a backend that exits runs the abort path; a backend killed hard makes the postmaster reset
 //!   shared memory, after which every entry is rebuilt from the tables before its first admission;
 //! - PREPARE TRANSACTION of a transaction holding admissions is refused (its end could come from
@@ -273,29 +275,39 @@ fn rebuild(budget_id: i64, period_start: i64) -> Rebuilt {
         has_holds: false,
         alerts_done: 0,
     };
+    scan_period(
+        "SELECT (SELECT coalesce(sum(s.spent), 0)::text FROM aicost.budget_spend s
+                  WHERE s.budget_id = $1 AND s.period_start = $2),
+                EXISTS (SELECT FROM aicost.budget_reservations r
+                         WHERE r.budget_id = $1 AND r.period_start = $2 AND r.settled_at IS NULL),
+                (SELECT coalesce(array_agg(a.threshold), '{}') FROM aicost.budget_alerts a
+                  WHERE a.budget_id = $1 AND a.period_start = $2)",
+        budget_id,
+        period_start,
+        |row| {
+            r.committed = units_ceil(&row.get::<String>(1).unwrap_or_default());
+            r.has_holds = row.get::<bool>(2).unwrap_or(false);
+            for t in row.get::<Vec<String>>(3).unwrap_or_default() {
+                r.alerts_done |= threshold_bit(&t);
+            }
+        },
+    );
+    r
+}
+
+/// Runs `sql` with $1 = budget_id and $2 = period_start under the latest snapshot (see
+/// `pricing::scan_latest`): what is committed now, whatever the caller's snapshot.
+fn scan_period(
+    sql: &str,
+    budget_id: i64,
+    period_start: i64,
+    each: impl FnMut(&crate::pricing::LatestRow),
+) {
     let args = [
         (pg_sys::INT8OID, pg_sys::Datum::from(budget_id)),
         (pg_sys::TIMESTAMPTZOID, pg_sys::Datum::from(period_start)),
     ];
-    Spi::connect(|_| {
-        crate::pricing::scan_latest(
-            "SELECT (SELECT coalesce(sum(s.spent), 0)::text FROM aicost.budget_spend s
-                      WHERE s.budget_id = $1 AND s.period_start = $2),
-                    EXISTS (SELECT FROM aicost.budget_reservations r
-                             WHERE r.budget_id = $1 AND r.period_start = $2 AND r.settled_at IS NULL),
-                    (SELECT coalesce(array_agg(a.threshold), '{}') FROM aicost.budget_alerts a
-                      WHERE a.budget_id = $1 AND a.period_start = $2)",
-            &args,
-            |row| {
-                r.committed = units_ceil(&row.get::<String>(1).unwrap_or_default());
-                r.has_holds = row.get::<bool>(2).unwrap_or(false);
-                for t in row.get::<Vec<String>>(3).unwrap_or_default() {
-                    r.alerts_done |= threshold_bit(&t);
-                }
-            },
-        );
-    });
-    r
+    Spi::connect(|_| crate::pricing::scan_latest(sql, &args, each));
 }
 
 fn threshold_bit(name: &str) -> u8 {
@@ -309,20 +321,15 @@ fn threshold_bit(name: &str) -> u8 {
 
 /// Active reservations of a budget period, under the latest snapshot.
 fn reserved_now(budget_id: i64, period_start: i64) -> Units {
-    let args = [
-        (pg_sys::INT8OID, pg_sys::Datum::from(budget_id)),
-        (pg_sys::TIMESTAMPTZOID, pg_sys::Datum::from(period_start)),
-    ];
     let mut v = 0;
-    Spi::connect(|_| {
-        crate::pricing::scan_latest(
-            "SELECT coalesce(sum(r.amount), 0)::text FROM aicost.budget_reservations r
-              WHERE r.budget_id = $1 AND r.period_start = $2
-                AND r.settled_at IS NULL AND r.expires_at > clock_timestamp()",
-            &args,
-            |row| v = units_ceil(&row.get::<String>(1).unwrap_or_default()),
-        );
-    });
+    scan_period(
+        "SELECT coalesce(sum(r.amount), 0)::text FROM aicost.budget_reservations r
+          WHERE r.budget_id = $1 AND r.period_start = $2
+            AND r.settled_at IS NULL AND r.expires_at > clock_timestamp()",
+        budget_id,
+        period_start,
+        |row| v = units_ceil(&row.get::<String>(1).unwrap_or_default()),
+    );
     v
 }
 
@@ -402,7 +409,11 @@ struct Pending {
     period_start: i64,
     amount: Units,
     kind: Kind,
-    /// Alert bits known to be recorded once this commits.
+    /// Alert, throttle and hard thresholds of the budget (charges only).
+    thresholds: [Units; 3],
+    /// Moved from `inflight` to `committed` at pre-commit (charges only).
+    precommitted: bool,
+    /// Alert bits this charge recorded, known done once the transaction commits.
     alerts: u8,
     subxact: pg_sys::SubTransactionId,
 }
@@ -442,13 +453,21 @@ fn settle(commit: bool, which: impl Fn(&Pending) -> bool) {
         let e = &es[x.index];
         let _g = e.lock.lock();
         let f = fields(e);
-        // Entries with in-flight amounts are never recycled, so this is the same period.
+        // Entries with amounts in flight (or pre-committed) are never recycled: same period.
         debug_assert!(f.budget_id == x.budget_id && f.period_start == x.period_start);
-        f.inflight.set(f.inflight.get() - x.amount);
+        if x.precommitted {
+            if !commit {
+                f.committed.set(f.committed.get() - x.amount);
+            }
+        } else {
+            f.inflight.set(f.inflight.get() - x.amount);
+            if commit && x.kind == Kind::Spend {
+                f.committed.set(f.committed.get() + x.amount);
+            }
+        }
         if commit {
-            match x.kind {
-                Kind::Spend => f.committed.set(f.committed.get() + x.amount),
-                Kind::Hold => f.epoch += 1,
+            if x.kind == Kind::Hold {
+                f.epoch += 1;
             }
             f.alerts_done |= x.alerts;
         }
@@ -472,10 +491,95 @@ unsafe extern "C-unwind" fn xact_callback(
             None,
             Some("Insert usage rows and reserve budget in ordinary transactions.".into()),
         ),
+        XACT_EVENT_PRE_COMMIT => precommit(),
         XACT_EVENT_COMMIT => settle(true, |_| true),
         XACT_EVENT_ABORT => settle(false, |_| true),
         _ => {}
     }
+}
+
+/// The alert bits a committed spend moving from `old` to `new` crosses, leaving out those done.
+fn crossed(thresholds: [Units; 3], old: Units, new: Units, done: u8) -> u8 {
+    thresholds
+        .into_iter()
+        .zip([ALERT, THROTTLE, HARD])
+        .filter(|&(t, bit)| old < t && new >= t && done & bit == 0)
+        .fold(0, |bits, (_, bit)| bits | bit)
+}
+
+/// Records (ON CONFLICT DO NOTHING) and NOTIFYs the thresholds of a budget period that spend
+/// crossed going from `old` to `new`: the statement per-backend mode runs under the row lock.
+fn record_alerts(budget_id: i64, period_start: i64, old: Units, new: Units) {
+    Spi::run_with_args(
+        "SELECT aicost._budget_thresholds(b, $2, $3::numeric, $4::numeric) FROM aicost.budgets b WHERE b.budget_id = $1",
+        &[
+            budget_id.into(),
+            timestamptz(period_start).into(),
+            units_text(old).into(),
+            units_text(new).into(),
+        ],
+    )
+    .expect("recording budget alerts");
+}
+
+/// Threshold alerts count committed spend only, so spend that rolls back never raises one:
+/// - a charge records an alert at once when committed spend plus this transaction's own charges
+///   crosses a threshold (see `_charge_shared`); if the transaction commits, committed spend has
+///   then really crossed it;
+/// - a crossing made by several transactions committing together, none of which saw it alone, is
+///   caught here, at pre-commit (the last point where a transaction may still write): the charges
+///   move from `inflight` to `committed` under the entry's spinlock one by one, in commit order,
+///   and the charge that takes `committed` across a threshold records the alert in this
+///   transaction, as the row lock orders crossings in per-backend mode.
+///
+/// Rows are unique per threshold (ON CONFLICT DO NOTHING waits for a concurrent recorder and sends
+/// no second NOTIFY if it commits). A transaction that fails after pre-commit takes its amounts
+/// back out of `committed`, and its alert rows are rolled back with it.
+fn precommit() {
+    let mut crossings: Vec<(i64, i64, Units, Units)> = Vec::new();
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let es = entries();
+        for k in 0..p.len() {
+            if p[k].kind != Kind::Spend || p[k].precommitted {
+                continue;
+            }
+            // Alerts this transaction recorded already for the same period.
+            let recorded = p
+                .iter()
+                .filter(|y| y.index == p[k].index)
+                .fold(0, |b, y| b | y.alerts);
+            let x = &mut p[k];
+            let e = &es[x.index];
+            let (old, done) = {
+                let _g = e.lock.lock();
+                let f = fields(e);
+                let old = f.committed.get();
+                f.inflight.set(f.inflight.get() - x.amount);
+                f.committed.set(old + x.amount);
+                (old, f.alerts_done)
+            };
+            x.precommitted = true;
+            let new = old + x.amount;
+            let bits = crossed(x.thresholds, old, new, done | recorded);
+            if bits != 0 {
+                x.alerts |= bits;
+                crossings.push((x.budget_id, x.period_start, old, new));
+            }
+        }
+    });
+    if crossings.is_empty() {
+        return;
+    }
+    // Statements have ended: SPI needs a snapshot of its own here (an ERROR unwinds the
+    // snapshot stack with the transaction).
+    // SAFETY: the transaction is still in progress at pre-commit.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    for (id, start, old, new) in crossings {
+        record_alerts(id, start, old, new);
+    }
+    // SAFETY: pops the snapshot pushed above.
+    unsafe { pg_sys::PopActiveSnapshot() };
 }
 
 #[pg_guard]
@@ -507,8 +611,13 @@ struct Denied {
     reserved: Units,
 }
 
-/// Adds `amount` to the period's in-flight spend unless that would pass `hard`. Returns the
-/// period's spend (committed + in flight) before this amount.
+/// What an admission saw, under its spinlock.
+struct Admitted {
+    committed: Units,
+    alerts_done: u8,
+}
+
+/// Adds `amount` to the period's in-flight spend unless that would pass `hard`.
 fn admit(
     index: usize,
     budget_id: i64,
@@ -516,7 +625,7 @@ fn admit(
     hard: Units,
     amount: Units,
     kind: Kind,
-) -> Result<Units, Denied> {
+) -> Result<Admitted, Denied> {
     let e = &entries()[index];
     loop {
         let (has_holds, epoch) = {
@@ -545,8 +654,7 @@ fn admit(
             continue; // a reservation committed meanwhile: read the table again
         }
         let (committed, inflight) = (f.committed.get(), f.inflight.get());
-        let before = committed + inflight;
-        if before + reserved + amount > hard {
+        if committed + inflight + reserved + amount > hard {
             return Err(Denied {
                 committed,
                 inflight,
@@ -557,7 +665,10 @@ fn admit(
         if kind == Kind::Hold {
             f.has_holds = true;
         }
-        return Ok(before);
+        return Ok(Admitted {
+            committed,
+            alerts_done: f.alerts_done,
+        });
     }
 }
 
@@ -567,6 +678,7 @@ fn remember(
     period_start: i64,
     amount: Units,
     kind: Kind,
+    thresholds: [Units; 3],
     alerts: u8,
 ) {
     // SAFETY: reads the current subtransaction id.
@@ -578,6 +690,8 @@ fn remember(
             period_start,
             amount,
             kind,
+            thresholds,
+            precommitted: false,
             alerts,
             subxact,
         })
@@ -753,7 +867,7 @@ mod aicost {
             kind,
         ) {
             Ok(_) => {
-                remember(i, budget_id, start, amount, kind, 0);
+                remember(i, budget_id, start, amount, kind, [Units::MAX; 3], 0);
                 TableIterator::empty()
             }
             Err(d) => denial(budget_id, start, &d, amount),
@@ -799,9 +913,11 @@ mod aicost {
             alert: Units,
             throttle: Units,
         }
-        let rows: Vec<Row> = plans(|p, client| {
-            let args: [DatumWithOid<'_>; 2] = [budget_ids.clone().into(), created_at.into()];
-            client
+        // One SPI connection: read the budgets, admit against each, record this backend's spend.
+        let mut crossings: Vec<(i64, i64, Units, Units)> = Vec::new();
+        let refused = plans(|p, client| {
+            let args: [DatumWithOid<'_>; 2] = [budget_ids.into(), created_at.into()];
+            let rows: Vec<Row> = client
                 .select(&p.budgets, None, &args)
                 .expect("reading budgets")
                 .map(|r| Row {
@@ -820,63 +936,48 @@ mod aicost {
                     alert: units_ceil(&r.get::<String>(5).ok().flatten().unwrap_or_default()),
                     throttle: units_ceil(&r.get::<String>(6).ok().flatten().unwrap_or_default()),
                 })
-                .collect()
-        });
-        let mut alerts: Vec<(i64, i64, Units)> = Vec::new();
-        for r in &rows {
-            let i = entry(r.id, r.start, r.end);
-            match admit(i, r.id, r.start, r.hard, amount, Kind::Spend) {
-                Ok(before) => {
-                    let after = before + amount;
-                    let done = {
-                        let e = &entries()[i];
-                        let _g = e.lock.lock();
-                        fields(e).alerts_done
-                    };
-                    let mut bits = 0;
-                    for (t, bit) in [(r.alert, ALERT), (r.throttle, THROTTLE), (r.hard, HARD)] {
-                        if after >= t && done & bit == 0 {
-                            bits |= bit;
+                .collect();
+            for r in &rows {
+                let i = entry(r.id, r.start, r.end);
+                match admit(i, r.id, r.start, r.hard, amount, Kind::Spend) {
+                    Ok(a) => {
+                        // Committed spend plus this transaction's own charges (see `precommit`).
+                        let (own, recorded) = PENDING.with(|p| {
+                            p.borrow()
+                                .iter()
+                                .filter(|x| x.index == i && x.kind == Kind::Spend)
+                                .fold((0, 0), |(s, b), x| (s + x.amount, b | x.alerts))
+                        });
+                        let (old, new) = (a.committed + own, a.committed + own + amount);
+                        let thresholds = [r.alert, r.throttle, r.hard];
+                        let bits = crossed(thresholds, old, new, a.alerts_done | recorded);
+                        remember(i, r.id, r.start, amount, Kind::Spend, thresholds, bits);
+                        if bits != 0 {
+                            crossings.push((r.id, r.start, old, new));
                         }
+                        count_budget(r.id, BudgetEvent::Charge);
                     }
-                    remember(i, r.id, r.start, amount, Kind::Spend, bits);
-                    if bits != 0 {
-                        alerts.push((r.id, r.start, after));
-                    }
-                    count_budget(r.id, BudgetEvent::Charge);
+                    Err(d) => return Some((r.id, r.start, d)),
                 }
-                Err(d) => return denial(r.id, r.start, &d, amount),
             }
-        }
-        if rows.is_empty() {
-            return TableIterator::empty();
-        }
-        plans(|p, client| {
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let starts: Vec<TimestampWithTimeZone> =
-                rows.iter().map(|r| timestamptz(r.start)).collect();
-            let args: [DatumWithOid<'_>; 4] = [
-                ids.into(),
-                starts.into(),
-                my_slot().into(),
-                cost.clone().into(),
-            ];
-            client
-                .update(&p.upsert, None, &args)
-                .expect("recording spend");
+            if !rows.is_empty() {
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                let starts: Vec<TimestampWithTimeZone> =
+                    rows.iter().map(|r| timestamptz(r.start)).collect();
+                let args: [DatumWithOid<'_>; 4] =
+                    [ids.into(), starts.into(), my_slot().into(), cost.into()];
+                client
+                    .update(&p.upsert, None, &args)
+                    .expect("recording spend");
+            }
+            None
         });
-        // Alerts: recorded once per threshold (ON CONFLICT DO NOTHING in _budget_thresholds, which
-        // waits for a concurrent recorder and skips if it commits).
-        for (id, start, after) in alerts {
-            Spi::run_with_args(
-                "SELECT aicost._budget_thresholds(b, $2, 0, $3::numeric) FROM aicost.budgets b WHERE b.budget_id = $1",
-                &[
-                    id.into(),
-                    timestamptz(start).into(),
-                    units_text(after).into(),
-                ],
-            )
-            .expect("recording alerts");
+        // Built outside the SPI connection, whose memory is gone once it closes.
+        if let Some((id, start, d)) = refused {
+            return denial(id, start, &d, amount);
+        }
+        for (id, start, old, new) in crossings {
+            record_alerts(id, start, old, new);
         }
         TableIterator::empty()
     }

@@ -1379,3 +1379,65 @@ fn shmem_standby_follows_prices_and_promotion_rebuilds_counters() {
         "the promoted server's shared catalog"
     );
 }
+
+/// Alerts count committed spend only. Two open transactions that each stay below the alert
+/// threshold together cross it when both commit: the second to commit records the alert, at the
+/// exact crossing, with one NOTIFY. A transaction whose spend would cross the throttle threshold
+/// only together with another one's uncommitted charge records nothing when that one rolls back.
+#[test]
+fn shmem_alerts_follow_committed_spend() {
+    assert_server_preloaded();
+    let db = TestDb::new("shmem_alert_commits");
+    let mut c = session(&db);
+    let b: i64 = one_row(&mut c, "SELECT ai_budget_set('user', 'al', 1.00)", &[]).get(0);
+    let mut listener = session(&db);
+    exec(&mut listener, "LISTEN aicost_budget");
+    let insert = |s: &mut Client, in_tokens: i64| {
+        s.execute(
+            "INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('al', 'gpt-4o', $1, 0)",
+            &[&in_tokens],
+        )
+        .expect("insert")
+    };
+    insert(&mut c, 280_000); // 0.70 committed
+    let (mut a, mut d) = (session(&db), session(&db));
+    exec(&mut a, "BEGIN");
+    exec(&mut d, "BEGIN");
+    insert(&mut a, 20_000); // 0.70 + 0.05: below 0.80
+    insert(&mut d, 20_000); // 0.70 + 0.05: below 0.80
+    assert!(alerts(&mut c, b).is_empty());
+    exec(&mut a, "COMMIT");
+    exec(&mut d, "COMMIT"); // 0.75 -> 0.80
+    assert_eq!(alerts(&mut c, b), ["alert"]);
+    let spent = num(
+        &mut c,
+        "SELECT spent FROM aicost.budget_alerts WHERE threshold = 'alert'",
+        &[],
+    );
+    assert_eq!(spent, Some(dec("0.80")), "recorded at the exact crossing");
+
+    // Throttle at 0.95: 0.80 committed; 0.10 in flight that will roll back; 0.06 committed.
+    exec(&mut a, "BEGIN");
+    insert(&mut a, 40_000); // 0.80 + 0.10 = 0.90
+    insert(&mut d, 24_000); // 0.80 + 0.06 = 0.86 (0.96 with a's uncommitted 0.10)
+    exec(&mut a, "ROLLBACK");
+    assert_eq!(
+        alerts(&mut c, b),
+        ["alert"],
+        "no throttle alert for spend that rolled back"
+    );
+    assert_audit_empty(&mut c);
+
+    exec(&mut listener, "SELECT 1");
+    let got = drain(
+        &mut listener,
+        Duration::from_secs(2),
+        Duration::from_millis(300),
+    );
+    assert_eq!(
+        got.len(),
+        1,
+        "one NOTIFY: {:?}",
+        got.iter().map(|n| n.payload()).collect::<Vec<_>>()
+    );
+}
