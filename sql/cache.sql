@@ -189,10 +189,10 @@ DECLARE
     n aicost.cache_namespaces;
 BEGIN
     SELECT * INTO n FROM aicost.cache_namespaces ns WHERE ns.namespace = p_namespace;
-    max_entries := coalesce(n.max_entries, coalesce(nullif(current_setting('aicost.cache_max_entries', true), ''), '100000')::bigint);
+    max_entries := coalesce(n.max_entries, aicost._guc('aicost.cache_max_entries')::bigint);
     max_bytes := n.max_bytes;
     eviction := coalesce(n.eviction, 'lru');
-    default_ttl := coalesce(n.default_ttl, coalesce(nullif(current_setting('aicost.cache_default_ttl', true), ''), '1 day')::interval);
+    default_ttl := coalesce(n.default_ttl, aicost._guc('aicost.cache_default_ttl')::interval);
     cost_aware_ttl := coalesce(n.cost_aware_ttl, false);
     durability := coalesce(n.durability, 'logged');
 END
@@ -338,7 +338,7 @@ DECLARE
     e record;
 BEGIN
     SELECT l.response, l.cost INTO e FROM aicost._cache_lookup(k) l;
-    PERFORM aicost._cache_count(ai_cache_get.namespace, k, e.response IS NOT NULL, e.cost);
+    PERFORM aicost._cache_count(aicost._cache_ns(ai_cache_get.namespace), k, e.response IS NOT NULL, e.cost);
     RETURN e.response;
 END
 $$;
@@ -359,7 +359,8 @@ DECLARE
     v_base interval;
     v_bytes integer;
     v_old integer;
-    v_max integer := coalesce(nullif(current_setting('aicost.cache_max_response_bytes', true), ''), '1048576')::integer;
+    v_max integer := aicost._guc('aicost.cache_max_response_bytes')::integer;
+    v_ns text := aicost._cache_ns(ai_cache_put.namespace);
 BEGIN
     IF ai_cache_put.response IS NULL THEN
         RAISE EXCEPTION 'response must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -368,8 +369,8 @@ BEGIN
         RAISE EXCEPTION 'ttl must be positive, not %', ai_cache_put.ttl
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave ttl NULL for the namespace default.';
     END IF;
-    IF ai_cache_put.cost < 0 THEN
-        RAISE EXCEPTION 'cost must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    IF ai_cache_put.cost IS NOT NULL THEN
+        PERFORM aicost._check_money('cost', ai_cache_put.cost);
     END IF;
     v_bytes := pg_column_size(ai_cache_put.response);
     IF v_bytes > v_max THEN
@@ -378,9 +379,9 @@ BEGIN
     END IF;
     v_bytes := v_bytes + pg_column_size(ai_cache_put.request);
     -- Namespace row first (see the lock order above); the policy is read under that lock.
-    INSERT INTO aicost.cache_namespaces AS n (namespace, puts) VALUES (ai_cache_put.namespace, 1)
+    INSERT INTO aicost.cache_namespaces AS n (namespace, puts) VALUES (v_ns, 1)
     ON CONFLICT (namespace) DO UPDATE SET puts = n.puts + 1;
-    pol := aicost._cache_policy(ai_cache_put.namespace);
+    pol := aicost._cache_policy(v_ns);
     v_model := aicost._cache_model(ai_cache_put.model);
     v_cost := coalesce(ai_cache_put.cost, aicost._response_cost(ai_cache_put.model, ai_cache_put.response));
     v_base := coalesce(ai_cache_put.ttl, nullif(pol.default_ttl, interval '0'));
@@ -398,12 +399,12 @@ BEGIN
            SET response = excluded.response, request = excluded.request, cost = excluded.cost,
                bytes = excluded.bytes, created_at = excluded.created_at, ttl = excluded.ttl,
                expires_at = excluded.expires_at, hits = 0, last_hit_at = NULL$q$, aicost._cache_table(pol.durability))
-      USING k, ai_cache_put.namespace, v_model, ai_cache_put.request, ai_cache_put.response,
+      USING k, v_ns, v_model, ai_cache_put.request, ai_cache_put.response,
             v_cost, v_bytes, v_base, v_ttl;
-    sz := aicost._cache_size_add(ai_cache_put.namespace, pol.durability,
+    sz := aicost._cache_size_add(v_ns, pol.durability,
                                  CASE WHEN v_old IS NULL THEN 1 ELSE 0 END, v_bytes - coalesce(v_old, 0));
     IF sz.entries > pol.max_entries OR sz.bytes > coalesce(pol.max_bytes, sz.bytes) THEN
-        PERFORM aicost._cache_evict(ai_cache_put.namespace, k);
+        PERFORM aicost._cache_evict(v_ns, k);
     END IF;
     RETURN k;
 END
@@ -430,6 +431,7 @@ DECLARE
     v_old_timeout text := current_setting('lock_timeout');
     v_left interval;
     e record;
+    v_ns text := aicost._cache_ns(ai_cache_get_or_lock.namespace);
 BEGIN
     IF wait_timeout IS NULL OR wait_timeout < interval '0' THEN
         RAISE EXCEPTION 'wait_timeout must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
@@ -440,18 +442,18 @@ BEGIN
         response := e.response;
         IF response IS NOT NULL THEN
             status := 'hit';
-            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, true, e.cost);
+            PERFORM aicost._cache_count(v_ns, k, true, e.cost);
             RETURN;
         END IF;
         IF pg_try_advisory_xact_lock(v_class, v_obj) THEN
             status := 'compute';
-            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, false, NULL);
+            PERFORM aicost._cache_count(v_ns, k, false, NULL);
             RETURN;
         END IF;
         v_left := v_deadline - clock_timestamp();
         IF v_left <= interval '0' THEN
             status := 'timeout';
-            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, false, NULL);
+            PERFORM aicost._cache_count(v_ns, k, false, NULL);
             RETURN;
         END IF;
         -- Wait for the computing caller's transaction to end: a shared session lock conflicts with
@@ -463,7 +465,7 @@ BEGIN
         EXCEPTION WHEN lock_not_available THEN
             PERFORM set_config('lock_timeout', v_old_timeout, true);
             status := 'timeout';
-            PERFORM aicost._cache_count(ai_cache_get_or_lock.namespace, k, false, NULL);
+            PERFORM aicost._cache_count(v_ns, k, false, NULL);
             RETURN;
         END;
         PERFORM set_config('lock_timeout', v_old_timeout, true);
@@ -492,7 +494,7 @@ BEGIN
         v_model := aicost._cache_model(ai_cache_invalidate.model);
     END IF;
     FOR ns IN SELECT n FROM aicost._cache_namespaces() n
-               WHERE ai_cache_invalidate.namespace IS NULL OR n = ai_cache_invalidate.namespace
+               WHERE ai_cache_invalidate.namespace IS NULL OR n = aicost._cache_ns(ai_cache_invalidate.namespace)
     LOOP
         PERFORM aicost._cache_lock_namespace(ns);
         v_n := v_n + aicost._cache_delete(ns,
@@ -569,10 +571,8 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     old_durability text;
     r aicost.cache_namespaces;
+    v_ns text := aicost._cache_ns(ai_cache_namespace_set.namespace);
 BEGIN
-    IF namespace IS NULL OR namespace = '' THEN
-        RAISE EXCEPTION 'namespace must be a non-empty name' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF eviction IS NOT NULL AND eviction NOT IN ('lru', 'lfu') THEN
         RAISE EXCEPTION 'unknown eviction policy "%"', eviction
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Eviction policies are lru and lfu.';
@@ -585,11 +585,11 @@ BEGIN
         RAISE EXCEPTION 'limits must be positive and default_ttl non-negative (0 = never expires)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM aicost._cache_lock_namespace(ai_cache_namespace_set.namespace);
+    PERFORM aicost._cache_lock_namespace(v_ns);
     SELECT n.durability INTO old_durability FROM aicost.cache_namespaces n
-     WHERE n.namespace = ai_cache_namespace_set.namespace;
+     WHERE n.namespace = v_ns;
     INSERT INTO aicost.cache_namespaces AS n (namespace, max_entries, max_bytes, eviction, default_ttl, cost_aware_ttl, durability)
-    VALUES (ai_cache_namespace_set.namespace, ai_cache_namespace_set.max_entries, ai_cache_namespace_set.max_bytes,
+    VALUES (v_ns, ai_cache_namespace_set.max_entries, ai_cache_namespace_set.max_bytes,
             coalesce(ai_cache_namespace_set.eviction, 'lru'), ai_cache_namespace_set.default_ttl,
             coalesce(ai_cache_namespace_set.cost_aware_ttl, false), coalesce(ai_cache_namespace_set.durability, 'logged'))
     ON CONFLICT (namespace) DO UPDATE
@@ -620,7 +620,7 @@ END
 $$;
 COMMENT ON FUNCTION ai_cache_namespace_set(text, bigint, bigint, text, interval, boolean, text) IS 'Sets a cache namespace''s policy (NULL arguments keep the current value): size limits, lru or lfu eviction, default TTL, cost-aware TTL, logged or unlogged durability';
 
-CREATE VIEW aicost.cache_stats AS
+CREATE VIEW aicost.cache_stats WITH (security_barrier) AS
 SELECT ns.namespace,
        coalesce(sz.entries, 0) AS entries,
        coalesce(sz.bytes, 0) AS bytes,
@@ -644,7 +644,8 @@ SELECT ns.namespace,
              UNION ALL SELECT namespace, entries, bytes FROM aicost.cache_sizes_unlogged) sz ON sz.namespace = ns.namespace
   LEFT JOIN (SELECT e.namespace, count(*) FILTER (WHERE e.hit) AS hits, count(*) FILTER (WHERE NOT e.hit) AS misses,
                     sum(e.saved_usd) AS saved_usd
-               FROM aicost.cache_events e GROUP BY e.namespace) ev ON ev.namespace = ns.namespace;
+               FROM aicost.cache_events e GROUP BY e.namespace) ev ON ev.namespace = ns.namespace
+ WHERE starts_with(ns.namespace, aicost._cache_ns_prefix());
 COMMENT ON VIEW aicost.cache_stats IS 'Response cache per namespace: entries, bytes, hits, misses, hit ratio, money saved, puts, evictions, expirations (pg_stat style: exact, includes not yet rolled-up events)';
 
 CREATE FUNCTION ai_cache_stats_reset(namespace text DEFAULT NULL) RETURNS void
@@ -654,7 +655,7 @@ DECLARE
     ns text;
 BEGIN
     FOR ns IN SELECT n FROM aicost._cache_namespaces() n
-               WHERE ai_cache_stats_reset.namespace IS NULL OR n = ai_cache_stats_reset.namespace
+               WHERE ai_cache_stats_reset.namespace IS NULL OR n = aicost._cache_ns(ai_cache_stats_reset.namespace)
     LOOP
         PERFORM aicost._cache_rollup_ns(ns);
         UPDATE aicost.cache_namespaces n

@@ -13,3 +13,130 @@ COMMENT ON FUNCTION aicost._ledger_price(text, bigint, bigint, bigint, bigint, b
 COMMENT ON FUNCTION aicost._usage_counts(jsonb) IS 'Internal: {in, out, cached, cache_write, cache_write_1h} token counts of a provider usage object';
 
 SELECT ai_pricing_load_default();
+
+-- ---------------------------------------------------------------------------------------------
+-- Roles and privileges (README "Roles and privileges"). The same block ends every upgrade script.
+--
+-- aicost_app    what an application needs per request: prices, the response cache, recording
+--               usage (the caller's columns of aicost.usage only), budget and rate-limit checks.
+-- aicost_reader views, statistics and ledger reads (an operator's role: its raw-table reads are
+--               not confined to an org; the views are).
+-- aicost_admin  both of the above, and prices, imports, aliases, budgets, rate limits, tenants,
+--               cache namespaces, repricing and statistics resets.
+-- Roles are cluster-wide: created here when missing, kept by DROP EXTENSION. Nothing is granted
+-- to PUBLIC. Whatever writes money runs as the extension (SECURITY DEFINER, search_path pinned).
+DO $$
+DECLARE
+    r text;
+    a record;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['aicost_admin', 'aicost_app', 'aicost_reader'] LOOP
+        SELECT rolcanlogin, rolsuper, rolbypassrls INTO a FROM pg_catalog.pg_roles WHERE rolname = r;
+        IF NOT FOUND THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION WHEN duplicate_object THEN
+                NULL;  -- created meanwhile by a CREATE EXTENSION in another database
+            END;
+        ELSIF a.rolcanlogin OR a.rolsuper OR a.rolbypassrls THEN
+            RAISE WARNING 'role % exists and can log in or bypasses privileges; pg_aicost grants to it all the same', r
+                USING HINT = format('It should be a NOLOGIN group role: ALTER ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS.', r);
+        END IF;
+    END LOOP;
+END
+$$;
+GRANT aicost_app, aicost_reader TO aicost_admin;
+
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    -- Nothing of the extension is executable by PUBLIC; the grants below are the whole API.
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+    -- Trigger functions and every SQL-callable function that reads or writes the protected
+    -- tables run as the extension, with a search_path no caller can plant anything in.
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
+                AND (p.prorettype = 'pg_catalog.trigger'::regtype
+                     OR p.proname IN ('ai_price_set', 'ai_pricing_import', 'ai_pricing_load_default',
+                                      'ai_budget_set', 'ai_budget_drop', 'ai_budget_check', 'ai_budget_reserve',
+                                      'ai_budget_release', 'ai_rate_limit_set', 'ai_rate_limit_check',
+                                      'ai_reprice_unpriced', 'ai_tenant_set', 'ai_tenant_drop',
+                                      'ai_cache_get', 'ai_cache_put', 'ai_cache_get_or_lock', 'ai_cache_invalidate',
+                                      'ai_cache_sweep', 'ai_cache_warm', 'ai_cache_namespace_set',
+                                      'ai_cache_stats_reset', 'stat_reset'))
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END
+$$;
+
+GRANT USAGE ON SCHEMA aicost TO aicost_app, aicost_reader;
+
+-- aicost_app
+GRANT EXECUTE ON FUNCTION
+    @extschema@.ai_cost(text, bigint, bigint, bigint, bigint, text, timestamptz, bigint),
+    @extschema@.ai_cost(text, jsonb, text, timestamptz),
+    @extschema@.ai_cost_explain(text, bigint, bigint, bigint, bigint, text, timestamptz, bigint),
+    @extschema@.ai_cost_explain(text, jsonb, text, timestamptz),
+    @extschema@.ai_model_resolve(text),
+    @extschema@.ai_cache_key(text, jsonb, text),
+    @extschema@.ai_cache_get(text, jsonb, text),
+    @extschema@.ai_cache_put(text, jsonb, jsonb, interval, text, numeric),
+    @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
+    @extschema@.ai_budget_check(text, text, numeric),
+    @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
+    @extschema@.ai_budget_release(bigint),
+    @extschema@.ai_rate_limit_check(text, text, bigint),
+    -- called by the views as the querying role
+    aicost._visible(text), aicost._tenant_org(), aicost._guc(text), aicost._cache_ns_prefix(),
+    aicost._period_start(text, text, timestamptz), aicost._period_end(text, text, timestamptz)
+TO aicost_app, aicost_reader;
+-- Usage facts only: cost, cache_hit, price_ids, budget_ids and usage_id are the extension's.
+GRANT INSERT (request_id, org_id, team_id, user_id, api_key_id, model, in_tokens, out_tokens, cached_tokens,
+              cache_write_tokens, cache_write_1h_tokens, service_tier, usage, status, metadata, created_at)
+    ON aicost.usage TO aicost_app;
+GRANT USAGE ON SEQUENCE aicost.usage_usage_id_seq TO aicost_app;
+GRANT SELECT ON aicost.models, aicost.model_aliases, aicost.prices, aicost.current_prices,
+                aicost.budget_status, aicost.spend_daily, aicost.my_usage
+    TO aicost_app;
+
+-- aicost_reader: every table and view but the cached prompts and responses themselves.
+GRANT SELECT ON ALL TABLES IN SCHEMA aicost TO aicost_reader;
+REVOKE SELECT ON aicost.cache_entries, aicost.cache_entries_unlogged, aicost.cache_events FROM aicost_reader;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.ai_budget_audit(),
+    aicost._stat_cost_rows(), aicost._stat_cache_rows(), aicost._stat_budget_rows(),
+    aicost._spent(bigint, timestamptz), aicost._reserved(bigint, timestamptz)
+TO aicost_reader;
+
+-- aicost_admin
+GRANT EXECUTE ON FUNCTION
+    @extschema@.ai_price_set(text, text, numeric, text, bigint, timestamptz, text),
+    @extschema@.ai_pricing_import(jsonb, text),
+    @extschema@.ai_pricing_load_default(),
+    @extschema@.ai_budget_set(text, text, numeric, text, numeric, numeric, numeric, text, text),
+    @extschema@.ai_budget_drop(text, text),
+    @extschema@.ai_rate_limit_set(text, text, interval, bigint, bigint, bigint, bigint, text),
+    @extschema@.ai_reprice_unpriced(),
+    @extschema@.ai_tenant_set(regrole, text),
+    @extschema@.ai_tenant_drop(regrole),
+    @extschema@.ai_cache_invalidate(text, text, text, interval),
+    @extschema@.ai_cache_sweep(),
+    @extschema@.ai_cache_warm(text, jsonb),
+    @extschema@.ai_cache_namespace_set(text, bigint, bigint, text, interval, boolean, text),
+    @extschema@.ai_cache_stats_reset(text),
+    aicost.stat_reset()
+TO aicost_admin;
+-- Models and aliases may be edited directly (prices only through ai_price_set / import).
+GRANT INSERT, UPDATE, DELETE ON aicost.models, aicost.model_aliases TO aicost_admin;
+-- Backfills: an admin may give a usage row its cost (and any created_at).
+GRANT INSERT ON aicost.usage TO aicost_admin;

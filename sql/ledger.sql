@@ -15,7 +15,7 @@
 CREATE TABLE aicost.usage (
     usage_id              bigserial PRIMARY KEY,
     created_at            timestamptz NOT NULL DEFAULT now(),
-    request_id            text UNIQUE CHECK (request_id <> ''),
+    request_id            text CHECK (request_id <> ''),
     org_id                text,
     team_id               text,
     user_id               text,
@@ -28,7 +28,7 @@ CREATE TABLE aicost.usage (
     cache_write_1h_tokens bigint NOT NULL DEFAULT 0 CHECK (cache_write_1h_tokens >= 0),
     service_tier          text NOT NULL DEFAULT 'standard',
     usage                 jsonb,
-    cost                  numeric CHECK (cost >= 0),
+    cost                  numeric CHECK (cost >= 0 AND cost < 'Infinity'),
     price_ids             bigint[],
     budget_ids            bigint[],
     cache_hit             boolean NOT NULL DEFAULT false,
@@ -36,12 +36,15 @@ CREATE TABLE aicost.usage (
     metadata              jsonb
 );
 CREATE INDEX usage_created_at_idx ON aicost.usage (created_at);
+-- A request id is unique per org (rows without an org share one space): tenants cannot probe or
+-- pre-empt each other's ids, and a retried request is never charged twice.
+CREATE UNIQUE INDEX usage_org_request_key ON aicost.usage ((coalesce(org_id, '')), request_id);
 CREATE INDEX usage_unpriced_idx ON aicost.usage (usage_id) WHERE status = 'unpriced' AND cost IS NULL;
 COMMENT ON TABLE aicost.usage IS 'Insert-only ledger of LLM calls; the insert trigger prices each row and charges every covering budget';
 COMMENT ON COLUMN aicost.usage.usage_id IS 'Ledger row id';
 COMMENT ON COLUMN aicost.usage.created_at IS 'When the call happened; decides the budget period it counts in';
-COMMENT ON COLUMN aicost.usage.request_id IS 'Unique request id: the same request is never charged twice';
-COMMENT ON COLUMN aicost.usage.org_id IS 'Organization (charged to its org budget)';
+COMMENT ON COLUMN aicost.usage.request_id IS 'Request id, unique per org: the same request is never charged twice';
+COMMENT ON COLUMN aicost.usage.org_id IS 'Organization (charged to its org budget); set by the trigger for a role confined to an org';
 COMMENT ON COLUMN aicost.usage.team_id IS 'Team (charged to its team budget)';
 COMMENT ON COLUMN aicost.usage.user_id IS 'User (charged to its user budget)';
 COMMENT ON COLUMN aicost.usage.api_key_id IS 'API key (charged to its api_key budget)';
@@ -56,7 +59,7 @@ COMMENT ON COLUMN aicost.usage.usage IS 'The provider''s usage object, an altern
 COMMENT ON COLUMN aicost.usage.cost IS 'USD; computed by the trigger when NULL; NULL only for unpriced rows, never 0 for an unknown model';
 COMMENT ON COLUMN aicost.usage.price_ids IS 'aicost.prices versions used to compute cost';
 COMMENT ON COLUMN aicost.usage.budget_ids IS 'Budgets the cost was charged to (set by the trigger)';
-COMMENT ON COLUMN aicost.usage.cache_hit IS 'Answered from a cache: costs 0 unless a cost is given';
+COMMENT ON COLUMN aicost.usage.cache_hit IS 'Answered from a cache: costs 0 unless a cost is given (aicost_admin only)';
 COMMENT ON COLUMN aicost.usage.status IS 'ok, unpriced (unknown model, see ai_reprice_unpriced), or the caller''s own status';
 COMMENT ON COLUMN aicost.usage.metadata IS 'Anything else the caller wants to keep';
 
@@ -64,15 +67,17 @@ CREATE TABLE aicost.budgets (
     budget_id    bigserial PRIMARY KEY,
     scope        text NOT NULL CHECK (scope IN ('org', 'team', 'user', 'api_key')),
     scope_id     text NOT NULL,
-    amount       numeric NOT NULL CHECK (amount >= 0),
+    amount       numeric NOT NULL CHECK (amount >= 0 AND amount < 'Infinity'),
     period       text NOT NULL DEFAULT 'month' CHECK (period IN ('day', 'week', 'month', 'lifetime')),
     time_zone    text NOT NULL DEFAULT 'UTC',
     alert_pct    numeric NOT NULL DEFAULT 80,
     throttle_pct numeric NOT NULL DEFAULT 95,
     hard_pct     numeric NOT NULL DEFAULT 100,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    org_id       text,
     UNIQUE (scope, scope_id),
-    CONSTRAINT budgets_thresholds_check CHECK (0 < alert_pct AND alert_pct <= throttle_pct AND throttle_pct <= hard_pct)
+    CONSTRAINT budgets_thresholds_check CHECK (0 < alert_pct AND alert_pct <= throttle_pct AND throttle_pct <= hard_pct AND hard_pct < 'Infinity'),
+    CONSTRAINT budgets_org_check CHECK (scope <> 'org' OR org_id = scope_id)
 );
 COMMENT ON TABLE aicost.budgets IS 'Spending budgets per org, team, user or API key; set with ai_budget_set()';
 COMMENT ON COLUMN aicost.budgets.budget_id IS 'Budget id';
@@ -85,6 +90,7 @@ COMMENT ON COLUMN aicost.budgets.alert_pct IS 'Percent of amount at which an ale
 COMMENT ON COLUMN aicost.budgets.throttle_pct IS 'Percent of amount from which rate limits switch to their throttled values';
 COMMENT ON COLUMN aicost.budgets.hard_pct IS 'Percent of amount that committed spend plus reservations may never exceed';
 COMMENT ON COLUMN aicost.budgets.created_at IS 'When the budget was created';
+COMMENT ON COLUMN aicost.budgets.org_id IS 'The org it belongs to (its scope_id for an org budget); NULL = shared: charged by rows of any org, invisible to roles confined to an org';
 
 CREATE TABLE aicost.budget_spend (
     budget_id    bigint NOT NULL REFERENCES aicost.budgets ON DELETE CASCADE,
@@ -120,12 +126,13 @@ CREATE TABLE aicost.budget_reservations (
     reservation_id bigserial PRIMARY KEY,
     budget_id      bigint NOT NULL REFERENCES aicost.budgets ON DELETE CASCADE,
     period_start   timestamptz NOT NULL,
-    amount         numeric NOT NULL CHECK (amount > 0),
+    amount         numeric NOT NULL CHECK (amount > 0 AND amount < 'Infinity'),
     request_id     text,
     created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
     expires_at     timestamptz NOT NULL,
     settled_at     timestamptz,
-    usage_id       bigint
+    usage_id       bigint,
+    org_id         text
 );
 CREATE INDEX budget_reservations_active_idx ON aicost.budget_reservations (budget_id, period_start) WHERE settled_at IS NULL;
 CREATE INDEX budget_reservations_request_idx ON aicost.budget_reservations (request_id) WHERE settled_at IS NULL;
@@ -134,11 +141,12 @@ COMMENT ON COLUMN aicost.budget_reservations.reservation_id IS 'Reservation id';
 COMMENT ON COLUMN aicost.budget_reservations.budget_id IS 'Budget held against';
 COMMENT ON COLUMN aicost.budget_reservations.period_start IS 'Period held in';
 COMMENT ON COLUMN aicost.budget_reservations.amount IS 'USD held';
-COMMENT ON COLUMN aicost.budget_reservations.request_id IS 'The usage row with this request_id settles the reservation';
+COMMENT ON COLUMN aicost.budget_reservations.request_id IS 'The usage row with this request_id (and org) settles the reservation';
 COMMENT ON COLUMN aicost.budget_reservations.created_at IS 'When it was made';
 COMMENT ON COLUMN aicost.budget_reservations.expires_at IS 'After this it no longer counts';
 COMMENT ON COLUMN aicost.budget_reservations.settled_at IS 'When it was settled or released';
 COMMENT ON COLUMN aicost.budget_reservations.usage_id IS 'The ledger row that settled it';
+COMMENT ON COLUMN aicost.budget_reservations.org_id IS 'Org of its budget: only usage rows of that org (or any org, when NULL) settle it';
 
 CREATE TABLE aicost.rate_limits (
     limit_id           bigserial PRIMARY KEY,
@@ -149,7 +157,9 @@ CREATE TABLE aicost.rate_limits (
     max_tokens         bigint CHECK (max_tokens >= 0),
     throttled_requests bigint CHECK (throttled_requests >= 0),
     throttled_tokens   bigint CHECK (throttled_tokens >= 0),
-    UNIQUE (scope, scope_id, window_size)
+    org_id             text,
+    UNIQUE (scope, scope_id, window_size),
+    CONSTRAINT rate_limits_org_check CHECK (scope <> 'org' OR org_id = scope_id)
 );
 COMMENT ON TABLE aicost.rate_limits IS 'Requests and tokens per fixed window per scope; set with ai_rate_limit_set()';
 COMMENT ON COLUMN aicost.rate_limits.limit_id IS 'Rate limit id';
@@ -160,6 +170,7 @@ COMMENT ON COLUMN aicost.rate_limits.max_requests IS 'Requests per window (NULL 
 COMMENT ON COLUMN aicost.rate_limits.max_tokens IS 'in + out tokens per window (NULL = unlimited)';
 COMMENT ON COLUMN aicost.rate_limits.throttled_requests IS 'Requests per window while the scope''s budget is at or above its throttle threshold';
 COMMENT ON COLUMN aicost.rate_limits.throttled_tokens IS 'Tokens per window while throttled';
+COMMENT ON COLUMN aicost.rate_limits.org_id IS 'The org it belongs to (its scope_id for an org limit); NULL = counts rows of any org';
 
 CREATE TABLE aicost.rate_counters (
     limit_id     bigint NOT NULL REFERENCES aicost.rate_limits ON DELETE CASCADE,
@@ -272,10 +283,10 @@ BEGIN
             ON CONFLICT DO NOTHING;
             IF FOUND THEN
                 PERFORM aicost._stat_budget(b.budget_id, 'alert');
+                -- Every role may LISTEN: the payload names the alert, its details are in
+                -- aicost.budget_alerts (readable by aicost_reader).
                 PERFORM pg_notify('aicost_budget', json_build_object(
-                    'budget_id', b.budget_id, 'scope', b.scope, 'scope_id', b.scope_id,
-                    'period_start', p_start, 'spent', p_new, 'limit', b.amount,
-                    'threshold', t.name, 'threshold_pct', t.pct)::text);
+                    'budget_id', b.budget_id, 'period_start', p_start, 'threshold', t.name)::text);
             END IF;
         END IF;
     END LOOP;
@@ -290,13 +301,27 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (SELECT coalesce(array_agg(bu.budget_id ORDER BY bu.budget_id), '{}')
               FROM aicost.budgets bu
-             WHERE (bu.scope = 'org' AND bu.scope_id = p_row.org_id)
-                OR (bu.scope = 'team' AND bu.scope_id = p_row.team_id)
-                OR (bu.scope = 'user' AND bu.scope_id = p_row.user_id)
-                OR (bu.scope = 'api_key' AND bu.scope_id = p_row.api_key_id));
+             WHERE ((bu.scope = 'org' AND bu.scope_id = p_row.org_id)
+                 OR (bu.scope = 'team' AND bu.scope_id = p_row.team_id)
+                 OR (bu.scope = 'user' AND bu.scope_id = p_row.user_id)
+                 OR (bu.scope = 'api_key' AND bu.scope_id = p_row.api_key_id))
+               AND (bu.org_id IS NULL OR bu.org_id = p_row.org_id));
 END
 $$;
-COMMENT ON FUNCTION aicost._covering_budgets(aicost.usage) IS 'Internal: ids of the budgets covering a ledger row, in lock order';
+COMMENT ON FUNCTION aicost._covering_budgets(aicost.usage) IS 'Internal: ids of the budgets covering a ledger row (of its org, or shared), in lock order';
+
+-- Settles the active reservations of a ledger row's request: those with its request_id whose org
+-- is the row's (or none), on the given budgets (NULL: on any budget). The one settlement rule.
+CREATE FUNCTION aicost._settle_reservations(p_row aicost.usage, p_budgets bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = p_row.usage_id
+     WHERE r.request_id = p_row.request_id AND r.settled_at IS NULL
+       AND (r.org_id IS NULL OR r.org_id = p_row.org_id)
+       AND (p_budgets IS NULL OR r.budget_id = ANY (p_budgets));
+END
+$$;
+COMMENT ON FUNCTION aicost._settle_reservations(aicost.usage, bigint[]) IS 'Internal: settles the reservations a ledger row''s request_id (and org) names, on the given budgets or all';
 
 -- Charges p_cost to the given budgets (in budget_id order) in the period of the row's created_at;
 -- raises AC001 when a hard limit would be passed.
@@ -310,6 +335,10 @@ DECLARE
     v_reserved numeric;
     d record;
 BEGIN
+    IF p_row.request_id IS NOT NULL THEN
+        -- This row's reservations stop counting now (under the spend locks in per-backend mode).
+        PERFORM aicost._settle_reservations(p_row, p_budgets);
+    END IF;
     IF aicost._shmem_budgets() THEN
         FOR d IN SELECT * FROM aicost._charge_shared(p_budgets, p_cost, p_row.created_at, p_row.request_id, p_row.usage_id) LOOP
             SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = d.budget_id;
@@ -325,10 +354,6 @@ BEGIN
         -- Re-read under the lock: ai_budget_set() may have committed while this writer waited.
         SELECT * INTO b FROM aicost.budgets bu WHERE bu.budget_id = v_id;
         CONTINUE WHEN NOT FOUND;
-        IF p_row.request_id IS NOT NULL THEN
-            UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = p_row.usage_id
-             WHERE r.budget_id = b.budget_id AND r.request_id = p_row.request_id AND r.settled_at IS NULL;
-        END IF;
         v_reserved := aicost._reserved(b.budget_id, v_start);
         IF (v_spent + v_reserved + p_cost) * 100 > b.amount * b.hard_pct THEN  -- exact: no division
             PERFORM aicost._stat_budget(b.budget_id, 'denial');
@@ -360,10 +385,11 @@ DECLARE
 BEGIN
     FOR l IN
         SELECT * FROM aicost.rate_limits rl
-         WHERE (rl.scope = 'org' AND rl.scope_id = p_row.org_id)
-            OR (rl.scope = 'team' AND rl.scope_id = p_row.team_id)
-            OR (rl.scope = 'user' AND rl.scope_id = p_row.user_id)
-            OR (rl.scope = 'api_key' AND rl.scope_id = p_row.api_key_id)
+         WHERE ((rl.scope = 'org' AND rl.scope_id = p_row.org_id)
+             OR (rl.scope = 'team' AND rl.scope_id = p_row.team_id)
+             OR (rl.scope = 'user' AND rl.scope_id = p_row.user_id)
+             OR (rl.scope = 'api_key' AND rl.scope_id = p_row.api_key_id))
+           AND (rl.org_id IS NULL OR rl.org_id = p_row.org_id)
          ORDER BY rl.limit_id
     LOOP
         v_ws := date_bin(l.window_size, p_row.created_at, timestamptz '2000-01-01 00:00:00+00');
@@ -418,9 +444,23 @@ DECLARE
     v_counts bigint[];
     v_cost numeric;
     v_ids bigint[];
-    v_mode text := coalesce(nullif(current_setting('aicost.ledger_unknown_model', true), ''), 'error');
+    v_mode text := aicost._guc('aicost.ledger_unknown_model');
+    v_org text := aicost._tenant_org();
 BEGIN
     NEW.budget_ids := NULL;  -- decided here, never by the caller
+    -- A role confined to an org records usage for that org only.
+    IF v_org IS NOT NULL THEN
+        IF NEW.org_id IS DISTINCT FROM v_org AND NEW.org_id IS NOT NULL THEN
+            RAISE EXCEPTION 'this role records usage for org "%" only, not "%"', v_org, NEW.org_id
+                USING ERRCODE = 'insufficient_privilege', HINT = 'Leave org_id out: it is filled in.';
+        END IF;
+        NEW.org_id := v_org;
+    END IF;
+    PERFORM aicost._check_id('org_id', NEW.org_id), aicost._check_id('team_id', NEW.team_id),
+            aicost._check_id('user_id', NEW.user_id), aicost._check_id('api_key_id', NEW.api_key_id),
+            aicost._check_id('request_id', NEW.request_id);
+    -- A backdated (or future) row would be charged to another budget period.
+    PERFORM aicost._check_created_at(NEW.created_at);
     IF NEW.usage IS NOT NULL AND (NEW.in_tokens IS NULL OR NEW.out_tokens IS NULL) THEN
         v_counts := aicost._usage_counts(NEW.usage);
         NEW.in_tokens := coalesce(NEW.in_tokens, v_counts[1]);
@@ -478,8 +518,7 @@ BEGIN
     END IF;
     -- A reservation held on a budget that does not cover this row is settled all the same.
     IF NEW.request_id IS NOT NULL THEN
-        UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = NEW.usage_id
-         WHERE r.request_id = NEW.request_id AND r.settled_at IS NULL;
+        PERFORM aicost._settle_reservations(NEW, NULL);
     END IF;
     RETURN NULL;
 END
@@ -491,7 +530,8 @@ CREATE TRIGGER usage_after_insert AFTER INSERT ON aicost.usage
 CREATE FUNCTION aicost._usage_insert_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF current_setting('aicost.ledger_maintenance', true) = 'on' THEN
+    -- Read through Rust: a placeholder a caller SET before the library loaded is never trusted.
+    IF aicost._ledger_maintenance() THEN
         RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
     END IF;
     RAISE EXCEPTION 'aicost.usage is insert-only (% refused)', TG_OP
@@ -515,6 +555,7 @@ BEGIN
     IF p_scope_id IS NULL OR p_scope_id = '' THEN
         RAISE EXCEPTION 'scope_id must not be NULL or empty' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM aicost._check_id('scope_id', p_scope_id);
 END
 $$;
 COMMENT ON FUNCTION aicost._check_scope(text, text) IS 'Internal: validates a scope kind and id';
@@ -522,24 +563,29 @@ COMMENT ON FUNCTION aicost._check_scope(text, text) IS 'Internal: validates a sc
 -- Creates or changes the budget of a scope. Returns its id.
 CREATE FUNCTION ai_budget_set(scope text, scope_id text, amount numeric, period text DEFAULT 'month',
                               alert_pct numeric DEFAULT 80, throttle_pct numeric DEFAULT 95,
-                              hard_pct numeric DEFAULT 100, time_zone text DEFAULT NULL)
+                              hard_pct numeric DEFAULT 100, time_zone text DEFAULT NULL,
+                              org_id text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    v_tz text := coalesce(ai_budget_set.time_zone, nullif(current_setting('aicost.budget_timezone', true), ''), 'UTC');
+    v_tz text := coalesce(ai_budget_set.time_zone, nullif(aicost._guc('aicost.budget_timezone'), ''), 'UTC');
+    v_org text := CASE WHEN ai_budget_set.scope = 'org' THEN ai_budget_set.scope_id ELSE ai_budget_set.org_id END;
     v_id bigint;
 BEGIN
     PERFORM aicost._check_scope(ai_budget_set.scope, ai_budget_set.scope_id);
-    IF ai_budget_set.amount IS NULL OR ai_budget_set.amount < 0 THEN
-        RAISE EXCEPTION 'amount must be a non-negative number of USD' USING ERRCODE = 'invalid_parameter_value';
+    PERFORM aicost._check_money('amount', ai_budget_set.amount);
+    IF ai_budget_set.scope = 'org' AND ai_budget_set.org_id IS DISTINCT FROM ai_budget_set.scope_id
+       AND ai_budget_set.org_id IS NOT NULL THEN
+        RAISE EXCEPTION 'an org budget belongs to its own org' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM aicost._check_id('org_id', v_org);
     IF ai_budget_set.period IS NULL OR ai_budget_set.period NOT IN ('day', 'week', 'month', 'lifetime') THEN
         RAISE EXCEPTION 'unknown budget period "%"', ai_budget_set.period
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Periods are day, week, month and lifetime.';
     END IF;
     IF NOT (0 < ai_budget_set.alert_pct AND ai_budget_set.alert_pct <= ai_budget_set.throttle_pct
-            AND ai_budget_set.throttle_pct <= ai_budget_set.hard_pct) THEN
+            AND ai_budget_set.throttle_pct <= ai_budget_set.hard_pct AND ai_budget_set.hard_pct < 'Infinity') THEN
         RAISE EXCEPTION 'thresholds out of order: need 0 < alert_pct (%) <= throttle_pct (%) <= hard_pct (%)',
               ai_budget_set.alert_pct, ai_budget_set.throttle_pct, ai_budget_set.hard_pct
             USING ERRCODE = 'invalid_parameter_value';
@@ -557,17 +603,18 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Drop it with ai_budget_drop() and create it again; its spend is not carried over.';
     END IF;
-    INSERT INTO aicost.budgets AS b (scope, scope_id, amount, period, time_zone, alert_pct, throttle_pct, hard_pct)
+    INSERT INTO aicost.budgets AS b (scope, scope_id, amount, period, time_zone, alert_pct, throttle_pct, hard_pct, org_id)
     VALUES (ai_budget_set.scope, ai_budget_set.scope_id, ai_budget_set.amount, ai_budget_set.period, v_tz,
-            ai_budget_set.alert_pct, ai_budget_set.throttle_pct, ai_budget_set.hard_pct)
+            ai_budget_set.alert_pct, ai_budget_set.throttle_pct, ai_budget_set.hard_pct, v_org)
     ON CONFLICT (scope, scope_id) DO UPDATE
        SET amount = excluded.amount, period = excluded.period, time_zone = excluded.time_zone,
-           alert_pct = excluded.alert_pct, throttle_pct = excluded.throttle_pct, hard_pct = excluded.hard_pct
+           alert_pct = excluded.alert_pct, throttle_pct = excluded.throttle_pct, hard_pct = excluded.hard_pct,
+           org_id = excluded.org_id
     RETURNING b.budget_id INTO v_id;
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION ai_budget_set(text, text, numeric, text, numeric, numeric, numeric, text) IS 'Creates or changes the budget (USD per period) of an org, team, user or api_key, with alert, throttle and hard-stop percentages';
+COMMENT ON FUNCTION ai_budget_set(text, text, numeric, text, numeric, numeric, numeric, text, text) IS 'Creates or changes the budget (USD per period) of an org, team, user or api_key (of org org_id, or shared when NULL), with alert, throttle and hard-stop percentages';
 
 CREATE FUNCTION ai_budget_drop(scope text, scope_id text) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
@@ -587,10 +634,9 @@ DECLARE
     v_projected numeric;
 BEGIN
     PERFORM aicost._check_scope(ai_budget_check.scope, ai_budget_check.scope_id);
-    IF estimated_cost IS NULL OR estimated_cost < 0 THEN
-        RAISE EXCEPTION 'estimated_cost must be a non-negative number' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO b FROM aicost.budgets bu WHERE bu.scope = ai_budget_check.scope AND bu.scope_id = ai_budget_check.scope_id;
+    PERFORM aicost._check_money('estimated_cost', estimated_cost);
+    SELECT * INTO b FROM aicost.budgets bu WHERE bu.scope = ai_budget_check.scope AND bu.scope_id = ai_budget_check.scope_id
+       AND aicost._visible(bu.org_id);
     IF NOT FOUND THEN
         state := 'ok';  -- no budget: nothing limits this scope
         RETURN;
@@ -627,13 +673,13 @@ DECLARE
     d record;
 BEGIN
     PERFORM aicost._check_scope(ai_budget_reserve.scope, ai_budget_reserve.scope_id);
-    IF ai_budget_reserve.amount IS NULL OR ai_budget_reserve.amount <= 0 THEN
-        RAISE EXCEPTION 'amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    PERFORM aicost._check_money('amount', ai_budget_reserve.amount, true);
+    PERFORM aicost._check_id('request_id', ai_budget_reserve.request_id);
+    IF ttl IS NULL OR ttl <= interval '0' OR ttl > interval '1 day' THEN
+        RAISE EXCEPTION 'ttl must be positive and at most a day, not %', ttl USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF ttl IS NULL OR ttl <= interval '0' THEN
-        RAISE EXCEPTION 'ttl must be positive' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO b FROM aicost.budgets bu WHERE bu.scope = ai_budget_reserve.scope AND bu.scope_id = ai_budget_reserve.scope_id;
+    SELECT * INTO b FROM aicost.budgets bu WHERE bu.scope = ai_budget_reserve.scope AND bu.scope_id = ai_budget_reserve.scope_id
+       AND aicost._visible(bu.org_id);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no budget for % "%"', ai_budget_reserve.scope, ai_budget_reserve.scope_id
             USING ERRCODE = 'undefined_object', HINT = 'Create one with ai_budget_set().';
@@ -655,8 +701,8 @@ BEGIN
         END IF;
     END IF;
     PERFORM aicost._stat_budget(b.budget_id, 'reservation');
-    INSERT INTO aicost.budget_reservations (budget_id, period_start, amount, request_id, expires_at)
-    VALUES (b.budget_id, v_start, ai_budget_reserve.amount, ai_budget_reserve.request_id, clock_timestamp() + ttl)
+    INSERT INTO aicost.budget_reservations (budget_id, period_start, amount, request_id, expires_at, org_id)
+    VALUES (b.budget_id, v_start, ai_budget_reserve.amount, ai_budget_reserve.request_id, clock_timestamp() + ttl, b.org_id)
     RETURNING reservation_id INTO v_id;
     -- A new version of the spend row: a REPEATABLE READ transaction whose snapshot predates this
     -- reservation (and so cannot see it) fails with 40001 when it locks the row, instead of
@@ -672,21 +718,25 @@ CREATE FUNCTION ai_budget_release(reservation_id bigint) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp()
      WHERE r.reservation_id = ai_budget_release.reservation_id AND r.settled_at IS NULL
+       AND aicost._visible(r.org_id)
     RETURNING true
 $$;
-COMMENT ON FUNCTION ai_budget_release(bigint) IS 'Releases a reservation early; false if it was already settled or released';
+COMMENT ON FUNCTION ai_budget_release(bigint) IS 'Releases a reservation early; NULL if it was already settled or released (or is another org''s)';
 
 -- Sets a rate limit for a scope and window (NULL limits are unlimited). Returns its id.
 CREATE FUNCTION ai_rate_limit_set(scope text, scope_id text, window_size interval,
                                   max_requests bigint DEFAULT NULL, max_tokens bigint DEFAULT NULL,
-                                  throttled_requests bigint DEFAULT NULL, throttled_tokens bigint DEFAULT NULL)
+                                  throttled_requests bigint DEFAULT NULL, throttled_tokens bigint DEFAULT NULL,
+                                  org_id text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     v_id bigint;
+    v_org text := CASE WHEN ai_rate_limit_set.scope = 'org' THEN ai_rate_limit_set.scope_id ELSE ai_rate_limit_set.org_id END;
 BEGIN
     PERFORM aicost._check_scope(ai_rate_limit_set.scope, ai_rate_limit_set.scope_id);
+    PERFORM aicost._check_id('org_id', v_org);
     IF window_size IS NULL OR window_size <= interval '0' OR extract(month FROM window_size) <> 0
        OR extract(year FROM window_size) <> 0 THEN
         RAISE EXCEPTION 'window_size must be a positive interval of days or less (e.g. ''1 hour'')'
@@ -695,18 +745,19 @@ BEGIN
     IF max_requests < 0 OR max_tokens < 0 OR throttled_requests < 0 OR throttled_tokens < 0 THEN
         RAISE EXCEPTION 'limits must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO aicost.rate_limits AS l (scope, scope_id, window_size, max_requests, max_tokens, throttled_requests, throttled_tokens)
+    INSERT INTO aicost.rate_limits AS l (scope, scope_id, window_size, max_requests, max_tokens, throttled_requests, throttled_tokens, org_id)
     VALUES (ai_rate_limit_set.scope, ai_rate_limit_set.scope_id, ai_rate_limit_set.window_size,
             ai_rate_limit_set.max_requests, ai_rate_limit_set.max_tokens,
-            ai_rate_limit_set.throttled_requests, ai_rate_limit_set.throttled_tokens)
+            ai_rate_limit_set.throttled_requests, ai_rate_limit_set.throttled_tokens, v_org)
     ON CONFLICT (scope, scope_id, window_size) DO UPDATE
        SET max_requests = excluded.max_requests, max_tokens = excluded.max_tokens,
-           throttled_requests = excluded.throttled_requests, throttled_tokens = excluded.throttled_tokens
+           throttled_requests = excluded.throttled_requests, throttled_tokens = excluded.throttled_tokens,
+           org_id = excluded.org_id
     RETURNING l.limit_id INTO v_id;
     RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION ai_rate_limit_set(text, text, interval, bigint, bigint, bigint, bigint) IS 'Sets requests and tokens per window for a scope, with throttled values used while its budget is past the throttle threshold';
+COMMENT ON FUNCTION ai_rate_limit_set(text, text, interval, bigint, bigint, bigint, bigint, text) IS 'Sets requests and tokens per window for a scope, with throttled values used while its budget is past the throttle threshold';
 
 -- Whether one more request of `tokens` tokens would pass every rate limit of the scope now.
 CREATE FUNCTION ai_rate_limit_check(scope text, scope_id text, tokens bigint DEFAULT 0,
@@ -733,6 +784,7 @@ BEGIN
     -- Reports the first window that would refuse the request, else the longest window.
     FOR l IN SELECT * FROM aicost.rate_limits rl
               WHERE rl.scope = ai_rate_limit_check.scope AND rl.scope_id = ai_rate_limit_check.scope_id
+                AND aicost._visible(rl.org_id)
               ORDER BY rl.window_size DESC
     LOOP
         v_ws := date_bin(l.window_size, now(), timestamptz '2000-01-01 00:00:00+00');
@@ -839,30 +891,43 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION ai_budget_audit() IS 'Checks the budget invariant: lists budget periods whose recorded spend differs from the sum of the cost of the ledger rows charged to them (empty when all is well)';
 
-CREATE VIEW aicost.budget_status AS
+-- Views read the tables with their owner's rights and show a role confined to an org only that
+-- org's rows (aicost._visible); the spend and reservation sums are inline so that callers need
+-- no right on those tables.
+CREATE VIEW aicost.budget_status WITH (security_barrier) AS
 SELECT b.budget_id, b.scope, b.scope_id, b.period, p.period_start,
        aicost._period_end(b.period, b.time_zone, p.period_start) AS period_end,
        b.amount, trim_scale(b.amount * b.hard_pct / 100) AS limit_usd,
-       coalesce(s.spent, 0) AS spent,
-       aicost._reserved(b.budget_id, p.period_start) AS reserved,
-       trim_scale(greatest(b.amount * b.hard_pct / 100 - coalesce(s.spent, 0) - aicost._reserved(b.budget_id, p.period_start), 0)) AS remaining,
-       round(100 * coalesce(s.spent, 0) / nullif(b.amount, 0), 2) AS percent,
-       CASE WHEN coalesce(s.spent, 0) + aicost._reserved(b.budget_id, p.period_start) >= trim_scale(b.amount * b.hard_pct / 100) THEN 'deny'
-            WHEN coalesce(s.spent, 0) >= trim_scale(b.amount * b.throttle_pct / 100) THEN 'throttle'
-            WHEN coalesce(s.spent, 0) >= trim_scale(b.amount * b.alert_pct / 100) THEN 'alert'
-            ELSE 'ok' END AS state
+       s.spent,
+       r.reserved,
+       trim_scale(greatest(b.amount * b.hard_pct / 100 - s.spent - r.reserved, 0)) AS remaining,
+       round(100 * s.spent / nullif(b.amount, 0), 2) AS percent,
+       CASE WHEN s.spent + r.reserved >= trim_scale(b.amount * b.hard_pct / 100) THEN 'deny'
+            WHEN s.spent >= trim_scale(b.amount * b.throttle_pct / 100) THEN 'throttle'
+            WHEN s.spent >= trim_scale(b.amount * b.alert_pct / 100) THEN 'alert'
+            ELSE 'ok' END AS state,
+       b.org_id
   FROM aicost.budgets b
  CROSS JOIN LATERAL (SELECT aicost._period_start(b.period, b.time_zone, now()) AS period_start) p
-  LEFT JOIN LATERAL (SELECT aicost._spent(b.budget_id, p.period_start) AS spent) s ON true;
-COMMENT ON VIEW aicost.budget_status IS 'Each budget''s current period: spent, reserved, remaining, percent and state (ok, alert, throttle, deny)';
+ CROSS JOIN LATERAL (SELECT coalesce(sum(sp.spent), 0) AS spent FROM aicost.budget_spend sp
+                      WHERE sp.budget_id = b.budget_id AND sp.period_start = p.period_start) s
+ CROSS JOIN LATERAL (SELECT coalesce(sum(rs.amount), 0) AS reserved FROM aicost.budget_reservations rs
+                      WHERE rs.budget_id = b.budget_id AND rs.period_start = p.period_start
+                        AND rs.settled_at IS NULL AND rs.expires_at > clock_timestamp()) r
+ WHERE aicost._visible(b.org_id);
+COMMENT ON VIEW aicost.budget_status IS 'Each budget''s current period: spent, reserved, remaining, percent and state (ok, alert, throttle, deny); a role confined to an org sees that org''s budgets only';
 
-CREATE VIEW aicost.spend_daily AS
-SELECT (u.created_at AT TIME ZONE coalesce(nullif(current_setting('aicost.budget_timezone', true), ''), 'UTC'))::date AS day,
+CREATE VIEW aicost.spend_daily WITH (security_barrier) AS
+SELECT (u.created_at AT TIME ZONE coalesce(nullif(aicost._guc('aicost.budget_timezone'), ''), 'UTC'))::date AS day,
        s.scope, s.scope_id, u.model,
        count(*) AS requests, sum(u.in_tokens) AS in_tokens, sum(u.out_tokens) AS out_tokens,
        sum(u.cost) AS cost, count(*) FILTER (WHERE u.status = 'unpriced') AS unpriced
   FROM aicost.usage u
  CROSS JOIN LATERAL (VALUES ('org', u.org_id), ('team', u.team_id), ('user', u.user_id), ('api_key', u.api_key_id)) AS s(scope, scope_id)
- WHERE s.scope_id IS NOT NULL
+ WHERE s.scope_id IS NOT NULL AND aicost._visible(u.org_id)
  GROUP BY 1, 2, 3, 4;
-COMMENT ON VIEW aicost.spend_daily IS 'Spend per day (in aicost.budget_timezone), scope and model: requests, tokens, cost, unpriced rows';
+COMMENT ON VIEW aicost.spend_daily IS 'Spend per day (in aicost.budget_timezone), scope and model: requests, tokens, cost, unpriced rows (a role confined to an org: its org''s rows only)';
+
+CREATE VIEW aicost.my_usage WITH (security_barrier) AS
+SELECT u.* FROM aicost.usage u WHERE aicost._visible(u.org_id);
+COMMENT ON VIEW aicost.my_usage IS 'The ledger rows the acting role may read: its org''s for a role confined to an org (aicost.tenants), all rows otherwise';

@@ -45,6 +45,10 @@ BEGIN
                         FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed()', t || '_changed_del', t);
         EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON aicost.%I
                         FOR EACH STATEMENT EXECUTE FUNCTION aicost._catalog_changed()', t || '_changed_trunc', t);
+        -- Also when logical replication applies a change: replicated prices invalidate caches too.
+        EXECUTE format('ALTER TABLE aicost.%I ENABLE ALWAYS TRIGGER %I, ENABLE ALWAYS TRIGGER %I,
+                        ENABLE ALWAYS TRIGGER %I, ENABLE ALWAYS TRIGGER %I',
+                       t, t || '_changed_ins', t || '_changed_upd', t || '_changed_del', t || '_changed_trunc');
     END LOOP;
 END
 $$;

@@ -77,7 +77,7 @@ COMMENT ON COLUMN aicost.stat_budget.denials IS 'Charges or reservations refused
 COMMENT ON COLUMN aicost.stat_budget.alerts IS 'Threshold alerts recorded';
 COMMENT ON COLUMN aicost.stat_budget.stats_reset IS 'Start of the counting (see aicost.stat_cost.stats_reset)';
 
--- Like pg_stat_statements_reset: not transactional, superusers only unless granted.
+-- Like pg_stat_statements_reset: not transactional, superusers and aicost_admin only.
 CREATE FUNCTION aicost.stat_reset() RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
@@ -88,6 +88,5 @@ BEGIN
     PERFORM aicost._stat_reset();
 END
 $$;
-COMMENT ON FUNCTION aicost.stat_reset() IS 'Zeroes the statistics of aicost.stat_cost, aicost.stat_cache and aicost.stat_budget (with ai_cache_stats_reset() for the response cache); the counter reset is not undone by ROLLBACK; superusers only by default';
-REVOKE EXECUTE ON FUNCTION aicost.stat_reset() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION aicost._stat_reset() FROM PUBLIC;
+COMMENT ON FUNCTION aicost.stat_reset() IS 'Zeroes the statistics of aicost.stat_cost, aicost.stat_cache and aicost.stat_budget (with ai_cache_stats_reset() for the response cache); the counter reset is not undone by ROLLBACK; superusers and aicost_admin only';
+-- Superusers and aicost_admin only (sql/finalize.sql).

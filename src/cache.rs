@@ -4,7 +4,7 @@
 use crate::error::{raise, raise_full};
 use crate::pricing::catalog_for;
 use aicost_core::{Resolved, ServiceTier, cachekey, compute, usage};
-use pgrx::JsonB;
+use crate::json::JsonArg;
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;
 use serde_json::Value;
@@ -19,7 +19,7 @@ pub fn key_model(model: &str) -> String {
     }
 }
 
-fn check_request(request: Option<&JsonB>) -> &Value {
+fn check_request(request: Option<&JsonArg>) -> &Value {
     match request {
         None => raise_full(
             ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -27,8 +27,8 @@ fn check_request(request: Option<&JsonB>) -> &Value {
             None,
             Some("Pass the request body as a JSON object, e.g. {\"messages\": [...], \"temperature\": 0}.".into()),
         ),
-        Some(JsonB(v @ Value::Object(_))) => v,
-        Some(JsonB(other)) => raise(
+        Some(JsonArg(v @ Value::Object(_))) => v,
+        Some(JsonArg(other)) => raise(
             ERRCODE_INVALID_PARAMETER_VALUE,
             format!(
                 "request must be a JSON object, not {}",
@@ -54,16 +54,36 @@ fn check_name(what: &str, v: Option<&str>) -> String {
     }
 }
 
+/// The namespace a cache call uses: trimmed, 1 to 256 bytes, and for a role confined to an org
+/// (aicost.tenants) prefixed with that org, so tenants never share entries. Every cache function
+/// (SQL and the key) goes through this one normalization.
+fn cache_namespace(namespace: Option<&str>) -> String {
+    use aicost_core::limits::{MAX_NAMESPACE_BYTES, check_len};
+    let ns = check_name("namespace", namespace);
+    if let Err(e) = check_len("namespace", &ns, MAX_NAMESPACE_BYTES) {
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+    }
+    format!("{}{ns}", tenant_prefix())
+}
+
+/// `"org"/` for a role confined to org (quoted like an identifier, so no two orgs' prefixes
+/// overlap), empty otherwise.
+fn tenant_prefix() -> String {
+    crate::security::tenant_org()
+        .map(|o| format!("\"{}\"/", o.replace('"', "\"\"")))
+        .unwrap_or_default()
+}
+
 /// Cache key of (namespace, model, request): hex SHA-256 of a canonical form in which key order,
 /// whitespace and number spelling do not matter and every request field does.
 #[pg_extern(stable, parallel_safe)]
 fn ai_cache_key(
     model: Option<&str>,
-    request: Option<JsonB>,
+    request: Option<JsonArg>,
     namespace: default!(Option<&str>, "'default'"),
 ) -> String {
     let model = check_name("model", model);
-    let namespace = check_name("namespace", namespace);
+    let namespace = cache_namespace(namespace);
     let request = check_request(request.as_ref());
     cachekey::cache_key(&namespace, &key_model(&model), request)
 }
@@ -71,6 +91,18 @@ fn ai_cache_key(
 #[pg_schema]
 mod aicost {
     use super::*;
+
+    /// The namespace a cache call uses (see `cache_namespace`).
+    #[pg_extern(stable, parallel_safe)]
+    fn _cache_ns(namespace: Option<&str>) -> String {
+        cache_namespace(namespace)
+    }
+
+    /// The prefix of the namespaces the acting role may see ('' when it is not confined).
+    #[pg_extern(stable, parallel_safe)]
+    fn _cache_ns_prefix() -> String {
+        tenant_prefix()
+    }
 
     /// The model name stored with a cache entry (see `key_model`).
     #[pg_extern(stable, parallel_safe, strict)]
@@ -81,7 +113,7 @@ mod aicost {
     /// Cost of producing `response` from its own usage object, or NULL when it has none or the
     /// model cannot be priced: caching never fails over pricing.
     #[pg_extern(stable, parallel_safe, strict)]
-    fn _response_cost(model: &str, response: JsonB) -> Option<crate::numeric::NumericDatum> {
+    fn _response_cost(model: &str, response: JsonArg) -> Option<crate::numeric::NumericDatum> {
         let (counts, _) = usage::parse(&response.0).ok()?;
         let catalog = catalog_for(model);
         let Resolved::Found(m, _) = catalog.resolve(model) else {

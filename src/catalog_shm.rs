@@ -160,9 +160,18 @@ pub fn candidates(g: u64, name: &str) -> Option<Vec<Model>> {
     with_frozen(g, |f| f.candidates(name))
 }
 
-/// Close names for an error hint, from the shared catalog.
+/// Close names for an error hint, from the shared catalog: the names are copied under the lock,
+/// the (interruptible) edit distances computed after releasing it.
 pub fn suggest(g: u64, name: &str, n: usize) -> Option<Vec<String>> {
-    with_frozen(g, |f| f.suggest(name, n))
+    if name.trim().chars().count() > aicost_core::limits::MAX_SUGGEST_CHARS {
+        return Some(Vec::new());
+    }
+    let names = with_frozen(g, |f| f.key_names())?;
+    Some(aicost_core::catalog::suggest_from(
+        names.iter().map(String::as_str),
+        name,
+        n,
+    ))
 }
 
 /// What [`publish`] did.

@@ -7,6 +7,7 @@ use crate::error::{raise_cost, raise_usage};
 use crate::numeric::NumericDatum;
 use crate::pricing::{catalog_for, exact_number, resolve};
 use aicost_core::{Cost, Decimal, MatchKind, Model, ServiceTier, TokenCounts, compute, usage};
+use crate::json::JsonArg;
 use pgrx::JsonB;
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;
@@ -107,8 +108,8 @@ impl Drop for Track {
     }
 }
 
-pub(crate) fn parse_usage(u: &JsonB) -> TokenCounts {
-    usage::parse(&u.0).unwrap_or_else(|e| raise_usage(&e)).0
+pub(crate) fn parse_usage(u: &Value) -> TokenCounts {
+    usage::parse(u).unwrap_or_else(|e| raise_usage(&e)).0
 }
 
 /// Cost in US dollars of a request to `model`: exact numeric. `in_tokens` counts all prompt tokens,
@@ -147,11 +148,11 @@ fn ai_cost(
 #[pg_extern(stable, parallel_safe, strict, name = "ai_cost")]
 fn ai_cost_usage(
     model: &str,
-    usage: JsonB,
+    usage: JsonArg,
     service_tier: default!(&str, "'standard'"),
     at: default!(TimestampWithTimeZone, "now()"),
 ) -> Option<NumericDatum> {
-    let counts = parse_usage(&usage);
+    let counts = parse_usage(&usage.0);
     with_cost(
         model,
         &counts,
@@ -255,7 +256,7 @@ fn ai_cost_explain(
 #[pg_extern(stable, parallel_safe, strict, name = "ai_cost_explain")]
 fn ai_cost_explain_usage(
     model: &str,
-    usage: JsonB,
+    usage: JsonArg,
     service_tier: default!(&str, "'standard'"),
     at: default!(TimestampWithTimeZone, "now()"),
 ) -> Option<JsonB> {

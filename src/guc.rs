@@ -25,7 +25,8 @@ pub enum LedgerUnknownModel {
 pub static UNKNOWN_MODEL: GucSetting<UnknownModel> =
     GucSetting::<UnknownModel>::new(UnknownModel::Error);
 pub static PRICING_CACHE: GucSetting<bool> = GucSetting::<bool>::new(true);
-// Read by sql/cache.sql through current_setting(); registered here so SET validates them.
+// Read by sql/cache.sql through aicost._guc() (never current_setting(), which trusts placeholders).
+// Settings that could weaken enforcement (size limits, unpriced ledger rows) are SUSET.
 static CACHE_DEFAULT_TTL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1 day"));
 static CACHE_MAX_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(100_000);
@@ -33,8 +34,10 @@ static LEDGER_UNKNOWN_MODEL: GucSetting<LedgerUnknownModel> =
     GucSetting::<LedgerUnknownModel>::new(LedgerUnknownModel::Error);
 static BUDGET_TIMEZONE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"UTC"));
-static LEDGER_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static LEDGER_MAINTENANCE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static CACHE_MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
+/// Seconds before its transaction's start that an application role may date a ledger row.
+pub static LEDGER_MAX_BACKDATE: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
 // Shared-memory mode (pg_aicost in shared_preload_libraries). Sizes are read once, at server start.
 /// Bytes of shared memory for the frozen pricing catalog (kB unit in SQL).
@@ -83,7 +86,7 @@ pub fn register() {
         &CACHE_MAX_ENTRIES,
         1,
         i32::MAX,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -93,7 +96,7 @@ pub fn register() {
         &CACHE_MAX_RESPONSE_BYTES,
         1,
         i32::MAX,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_enum_guc(
@@ -101,7 +104,7 @@ pub fn register() {
         c"What inserting a usage row does when its model cannot be priced: error or unpriced.",
         c"unpriced stores the row with NULL cost and status 'unpriced' (not charged) until ai_reprice_unpriced(); never 0.",
         &LEDGER_UNKNOWN_MODEL,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -119,6 +122,16 @@ pub fn register() {
         &LEDGER_MAINTENANCE,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"aicost.ledger_max_backdate",
+        c"How long before its transaction started an application role may date a usage row.",
+        c"Superusers and members of aicost_admin may date rows at any time (backfills).",
+        &LEDGER_MAX_BACKDATE,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_bool_guc(
         c"aicost.track",

@@ -4,7 +4,7 @@
 use crate::cost::{parse_usage, with_cost};
 use crate::numeric::NumericDatum;
 use aicost_core::TokenCounts;
-use pgrx::JsonB;
+use crate::json::JsonArg;
 use pgrx::prelude::*;
 
 #[pg_schema]
@@ -54,8 +54,8 @@ mod aicost {
 
     /// Token counts of a provider usage object: {in, out, cached, cache_write, cache_write_1h}.
     #[pg_extern(immutable, parallel_safe, strict)]
-    fn _usage_counts(usage: JsonB) -> Vec<i64> {
-        let t = parse_usage(&usage);
+    fn _usage_counts(usage: JsonArg) -> Vec<i64> {
+        let t = parse_usage(&usage.0);
         vec![
             t.input,
             t.output,

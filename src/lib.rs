@@ -14,9 +14,11 @@ mod catalog_shm;
 mod cost;
 mod error;
 mod guc;
+mod json;
 mod ledger;
 mod numeric;
 mod pricing;
+mod security;
 mod shmem;
 mod stats;
 
@@ -33,11 +35,24 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../sql/tenants.sql",
+    name = "tenants",
+    requires = [
+        "catalog",
+        security::aicost::_invalidate_tenants,
+        security::aicost::_tenant_org
+    ]
+);
+extension_sql_file!(
     "../sql/cache.sql",
     name = "cache",
     requires = [
         "catalog",
+        "tenants",
         cache::ai_cache_key,
+        cache::aicost::_cache_ns,
+        cache::aicost::_cache_ns_prefix,
+        security::aicost::_guc,
         cache::aicost::_cache_model,
         cache::aicost::_response_cost
     ]
@@ -47,6 +62,11 @@ extension_sql_file!(
     name = "ledger",
     requires = [
         "catalog",
+        "tenants",
+        security::aicost::_visible,
+        security::aicost::_guc,
+        security::aicost::_ledger_maintenance,
+        security::aicost::_check_created_at,
         ledger::aicost::_ledger_price,
         ledger::aicost::_usage_counts,
         budget::aicost::_shmem_budgets,
@@ -69,13 +89,20 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
+/// PostgreSQL's CHECK_FOR_INTERRUPTS, for the core's long loops.
+fn check_interrupts() {
+    pg_sys::check_for_interrupts!();
+}
+
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     shmem::refuse_shmem_gucs();
+    aicost_core::limits::set_interrupt_hook(check_interrupts);
     guc::register();
     shmem::init();
     pricing::init();
     budget::init();
+    security::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

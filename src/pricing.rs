@@ -162,6 +162,10 @@ fn accept_invalidations_once_per_statement() {
 /// The catalog to price with: the cached one, or (with `aicost.pricing_cache = off`) the rows that
 /// may match `name`, read from the tables now.
 pub fn catalog_for(name: &str) -> Rc<Catalog> {
+    use aicost_core::limits::{MAX_MODEL_NAME_BYTES, check_len};
+    if let Err(e) = check_len("model name", name, MAX_MODEL_NAME_BYTES) {
+        raise(ERRCODE_INVALID_PARAMETER_VALUE, e.to_string());
+    }
     if !crate::guc::PRICING_CACHE.get() {
         return Rc::new(load(Some(name)));
     }
@@ -399,6 +403,9 @@ pub(crate) fn scan_latest(
         }
         let table = pg_sys::SPI_tuptable;
         for i in 0..pg_sys::SPI_processed as usize {
+            if i % 1024 == 1023 {
+                pg_sys::check_for_interrupts!();
+            }
             each(&LatestRow {
                 tuple: *(*table).vals.add(i),
                 desc: (*table).tupdesc,
@@ -422,7 +429,8 @@ fn load(name: Option<&str>) -> Catalog {
         .map(|n| (pg_sys::TEXTOID, n.into_datum().expect("text is not null")))
         .into_iter()
         .collect();
-    Spi::connect(|_| {
+    // As the extension's owner: the caller's right to price is EXECUTE on the function it called.
+    crate::security::as_owner(|| Spi::connect(|_| {
         scan_latest("SELECT 'aicost.prices'::regclass::oid", &[], |r| {
             FLAGS
                 .prices_relid
@@ -463,7 +471,7 @@ fn load(name: Option<&str>) -> Catalog {
         });
         FLAGS.invalidations_at_load.set(invalidations);
         Catalog::new(models)
-    })
+    }))
 }
 
 /// Resolves `name` to a model or raises the documented error (42704 unknown, 42P09 ambiguous);
@@ -634,7 +642,7 @@ fn parse_litellm(doc: &Value) -> ImportDoc {
 /// new versions (the old ones are closed now), unchanged ones are left alone. Returns the number of
 /// models in the document that have token prices.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ai_pricing_import(doc: JsonB, format: default!(&str, "'litellm'")) -> i32 {
+fn ai_pricing_import(doc: crate::json::JsonArg, format: default!(&str, "'litellm'")) -> i32 {
     if !format.eq_ignore_ascii_case("litellm") {
         crate::error::raise_full(
             ERRCODE_INVALID_PARAMETER_VALUE,

@@ -209,14 +209,21 @@ impl Catalog {
 }
 
 /// [`Catalog::suggest`] over any set of distinct known names (shared with [`crate::frozen`]).
-pub(crate) fn suggest_from<'k>(
+pub fn suggest_from<'k>(
     keys: impl Iterator<Item = &'k str>,
     name: &str,
     n: usize,
 ) -> Vec<String> {
     let needle = name.trim().to_ascii_lowercase();
+    if needle.chars().count() > crate::limits::MAX_SUGGEST_CHARS {
+        return Vec::new();
+    }
     let mut scored: Vec<(usize, &str)> = keys
-        .map(|k| {
+        .enumerate()
+        .map(|(i, k)| {
+            if i % 64 == 0 {
+                crate::limits::check_interrupts();
+            }
             let kl = k.to_ascii_lowercase();
             let mut d = edit_distance(&needle, &kl);
             // A name that contains the request (or the reverse) is a good hint even when long.
@@ -324,6 +331,10 @@ pub(crate) mod tests {
         let s = c.suggest("gpt4o", 3);
         assert_eq!(s[0], "gpt-4o");
         assert!(c.suggest("completely-unrelated-model-name", 3).is_empty());
+        // Suggestions are bounded work: a long name gets none (no quadratic edit distance).
+        let long = format!("gpt-4o{}", "x".repeat(crate::limits::MAX_SUGGEST_CHARS));
+        assert!(c.suggest(&long, 3).is_empty());
+        assert_eq!(c.suggest(&long[..120], 3).len(), 0, "a 120-char name is no typo of gpt-4o");
         assert!(c.suggest("grok", 3).contains(&"xai/grok-4".to_string()));
     }
 

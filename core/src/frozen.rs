@@ -506,9 +506,18 @@ impl<'a> FrozenCatalog<'a> {
 
     /// Up to `n` known names closest to `name`: the same as [`Catalog::suggest`] on the source.
     pub fn suggest(&self, name: &str, n: usize) -> Vec<String> {
-        let keys = (0..self.key_count)
-            .filter_map(|k| std::str::from_utf8(self.slice_at(self.keys_off + k * KEY_LEN)?).ok());
-        suggest_from(keys, name, n)
+        suggest_from(self.keys(), name, n)
+    }
+
+    /// Every distinct known name, copied out (so that suggestions can be computed after a lock on
+    /// the bytes is released).
+    pub fn key_names(&self) -> Vec<String> {
+        self.keys().map(str::to_string).collect()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        (0..self.key_count)
+            .filter_map(|k| std::str::from_utf8(self.slice_at(self.keys_off + k * KEY_LEN)?).ok())
     }
 
     /// Decodes every model back into a [`Catalog`] (for tests and fallbacks).

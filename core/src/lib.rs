@@ -13,6 +13,7 @@ pub mod cachekey;
 pub mod catalog;
 pub mod cost;
 pub mod frozen;
+pub mod limits;
 pub mod litellm;
 pub mod usage;
 
