@@ -44,9 +44,9 @@ test-it: install
 	install -m 644 pgrx-tests/upgrade/pg_aicost--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 	bash pgrx-tests/litellm/prepare.sh
 	AICOST_PRELOAD=0 $(CLUSTER) restart
-	AICOST_PRELOAD=0 cargo test -p pg_aicost_it --tests -- --test-threads=1 --skip shmem_
+	AICOST_PRELOAD=0 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip shmem_
 	AICOST_PRELOAD=1 $(CLUSTER) restart
-	AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests -- --test-threads=1 --skip perbackend_
+	AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip perbackend_
 	@$(CLUSTER) stop
 
 test: setup

@@ -88,8 +88,11 @@ struct Entry {
 
 #[repr(C)]
 struct EntryData {
-    /// Budgets are per database: the key is (database, budget_id, period_start).
+    /// Budgets are per database and per installation of the extension there: the key is
+    /// (database, budgets table oid, budget_id, period_start), so that budget ids that start again
+    /// after DROP EXTENSION; CREATE EXTENSION never meet the counters of the dropped budgets.
     database: u32,
+    ledger: u32,
     budget_id: i64,
     period_start: i64,
     period_end: i64,
@@ -159,7 +162,7 @@ fn slot_of(budget_id: i64, period_start: i64, cap: usize) -> usize {
 }
 
 /// The entry's index, if it exists. Caller holds LOCK_BUDGETS (any mode).
-fn find(budget_id: i64, period_start: i64) -> Option<usize> {
+fn find(budget_id: i64, period_start: i64, ledger: u32) -> Option<usize> {
     let es = entries();
     let start = slot_of(budget_id, period_start, es.len());
     for k in 0..es.len() {
@@ -173,6 +176,7 @@ fn find(budget_id: i64, period_start: i64) -> Option<usize> {
                 if f.budget_id == budget_id
                     && f.period_start == period_start
                     && f.database == database()
+                    && f.ledger == ledger
                 {
                     return Some(i);
                 }
@@ -191,10 +195,20 @@ struct Rebuilt {
 }
 
 /// The entry of a budget period, created from the tables if missing.
+/// The oid of this database's `aicost.budgets`: new with every CREATE EXTENSION.
+fn ledger_incarnation() -> u32 {
+    // SAFETY: syscache lookups by name; InvalidOid if the table is missing.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"aicost".as_ptr(), false);
+        pg_sys::get_relname_relid(c"budgets".as_ptr(), nsp).to_u32()
+    }
+}
+
 fn entry(budget_id: i64, period_start: i64, period_end: i64) -> usize {
+    let ledger = ledger_incarnation();
     {
         let _l = LwGuard::shared(LOCK_BUDGETS);
-        if let Some(i) = find(budget_id, period_start) {
+        if let Some(i) = find(budget_id, period_start, ledger) {
             return i;
         }
     }
@@ -202,7 +216,7 @@ fn entry(budget_id: i64, period_start: i64, period_end: i64) -> usize {
     // nobody can have charged the period without an entry, so both read the same committed spend.
     let r = rebuild(budget_id, period_start);
     let _l = LwGuard::exclusive(LOCK_BUDGETS);
-    if let Some(i) = find(budget_id, period_start) {
+    if let Some(i) = find(budget_id, period_start, ledger) {
         return i;
     }
     let es = entries();
@@ -231,6 +245,7 @@ fn entry(budget_id: i64, period_start: i64, period_end: i64) -> usize {
         let _g = e.lock.lock();
         let f = fields(e);
         f.database = database();
+        f.ledger = ledger;
         f.budget_id = budget_id;
         f.period_start = period_start;
         f.period_end = period_end;
@@ -785,6 +800,24 @@ fn my_slot() -> i32 {
     }
 }
 
+/// An amount to admit: finite and not negative (the SQL callers check first; this is the last line).
+fn amount_units(n: &AnyNumeric, positive: bool) -> Units {
+    let s = n.to_string();
+    if s == "NaN"
+        || s.contains("Infinity")
+        || s.starts_with('-')
+        || (positive && s.trim_start_matches(['0', '.']).is_empty())
+    {
+        raise_full(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("pg_aicost: a budget amount must be a finite non-negative number, not {s}"),
+            None,
+            None,
+        );
+    }
+    units_ceil(&s)
+}
+
 fn require_shared() {
     if !shmem::preloaded() {
         raise_full(
@@ -855,7 +888,7 @@ mod aicost {
                 None,
             )
         });
-        let amount = units_ceil(&amount.to_string());
+        let amount = amount_units(&amount, hold);
         let kind = if hold { Kind::Hold } else { Kind::Spend };
         let i = entry(budget_id, start, end);
         match admit(
@@ -895,7 +928,7 @@ mod aicost {
         ),
     > {
         require_shared();
-        let amount = units_ceil(&cost.to_string());
+        let amount = amount_units(&cost, false);
         if let Some(rid) = request_id {
             // As in per-backend mode: this row's reservations stop counting now.
             Spi::run_with_args(

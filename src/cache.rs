@@ -2,9 +2,9 @@
 //! helpers the SQL functions in `sql/cache.sql` call. The cache logic itself is SQL.
 
 use crate::error::{raise, raise_full};
+use crate::json::JsonArg;
 use crate::pricing::catalog_for;
 use aicost_core::{Resolved, ServiceTier, cachekey, compute, usage};
-use crate::json::JsonArg;
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;
 use serde_json::Value;

@@ -4,10 +4,10 @@
 //! PARALLEL SAFE (each parallel worker loads its own cache; nothing is written).
 
 use crate::error::{raise_cost, raise_usage};
+use crate::json::JsonArg;
 use crate::numeric::NumericDatum;
 use crate::pricing::{catalog_for, exact_number, resolve};
 use aicost_core::{Cost, Decimal, MatchKind, Model, ServiceTier, TokenCounts, compute, usage};
-use crate::json::JsonArg;
 use pgrx::JsonB;
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;

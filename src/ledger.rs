@@ -2,9 +2,9 @@
 //! trigger in `sql/ledger.sql`, and reading token counts out of a provider usage object.
 
 use crate::cost::{parse_usage, with_cost};
+use crate::json::JsonArg;
 use crate::numeric::NumericDatum;
 use aicost_core::TokenCounts;
-use crate::json::JsonArg;
 use pgrx::prelude::*;
 
 #[pg_schema]

@@ -430,48 +430,50 @@ fn load(name: Option<&str>) -> Catalog {
         .into_iter()
         .collect();
     // As the extension's owner: the caller's right to price is EXECUTE on the function it called.
-    crate::security::as_owner(|| Spi::connect(|_| {
-        scan_latest("SELECT 'aicost.prices'::regclass::oid", &[], |r| {
-            FLAGS
-                .prices_relid
-                .set(r.get::<pg_sys::Oid>(1).unwrap_or(pg_sys::InvalidOid));
-        });
-        let mut prices: FxHashMap<String, Vec<PriceVersion>> = FxHashMap::default();
-        scan_latest(&prices_sql, &arg, |row| {
-            let get_text = |i| row.get::<String>(i).unwrap_or_default();
-            let model = get_text(1);
-            let usage = UsageType::parse(&get_text(3));
-            let tier = ServiceTier::parse(&get_text(4));
-            let rate = Decimal::from_str(&get_text(6)).ok();
-            let (Some(usage), Some(tier), Some(rate)) = (usage, tier, rate) else {
-                raise(
-                    ERRCODE_DATA_CORRUPTED,
-                    format!("unreadable price row for model \"{model}\" in aicost.prices"),
-                );
-            };
-            prices.entry(model).or_default().push(PriceVersion {
-                price_id: row.get::<i64>(2).unwrap_or_default(),
-                usage,
-                tier,
-                threshold_tokens: row.get::<i64>(5).unwrap_or_default(),
-                usd_per_mtok: rate,
-                valid_from: ts(row.get(7), i64::MIN),
-                valid_to: ts(row.get(8), i64::MAX),
+    crate::security::as_owner(|| {
+        Spi::connect(|_| {
+            scan_latest("SELECT 'aicost.prices'::regclass::oid", &[], |r| {
+                FLAGS
+                    .prices_relid
+                    .set(r.get::<pg_sys::Oid>(1).unwrap_or(pg_sys::InvalidOid));
             });
-        });
-        let mut models = Vec::new();
-        scan_latest(&models_sql, &arg, |row| {
-            let name: String = row.get(1).unwrap_or_default();
-            models.push(Model {
-                provider: row.get(2).unwrap_or_default(),
-                aliases: row.get::<Vec<String>>(3).unwrap_or_default(),
-                prices: prices.remove(&name).unwrap_or_default(),
-                name,
+            let mut prices: FxHashMap<String, Vec<PriceVersion>> = FxHashMap::default();
+            scan_latest(&prices_sql, &arg, |row| {
+                let get_text = |i| row.get::<String>(i).unwrap_or_default();
+                let model = get_text(1);
+                let usage = UsageType::parse(&get_text(3));
+                let tier = ServiceTier::parse(&get_text(4));
+                let rate = Decimal::from_str(&get_text(6)).ok();
+                let (Some(usage), Some(tier), Some(rate)) = (usage, tier, rate) else {
+                    raise(
+                        ERRCODE_DATA_CORRUPTED,
+                        format!("unreadable price row for model \"{model}\" in aicost.prices"),
+                    );
+                };
+                prices.entry(model).or_default().push(PriceVersion {
+                    price_id: row.get::<i64>(2).unwrap_or_default(),
+                    usage,
+                    tier,
+                    threshold_tokens: row.get::<i64>(5).unwrap_or_default(),
+                    usd_per_mtok: rate,
+                    valid_from: ts(row.get(7), i64::MIN),
+                    valid_to: ts(row.get(8), i64::MAX),
+                });
             });
-        });
-        FLAGS.invalidations_at_load.set(invalidations);
-        Catalog::new(models)
-    }))
+            let mut models = Vec::new();
+            scan_latest(&models_sql, &arg, |row| {
+                let name: String = row.get(1).unwrap_or_default();
+                models.push(Model {
+                    provider: row.get(2).unwrap_or_default(),
+                    aliases: row.get::<Vec<String>>(3).unwrap_or_default(),
+                    prices: prices.remove(&name).unwrap_or_default(),
+                    name,
+                });
+            });
+            FLAGS.invalidations_at_load.set(invalidations);
+            Catalog::new(models)
+        })
+    })
 }
 
 /// Resolves `name` to a model or raises the documented error (42704 unknown, 42P09 ambiguous);

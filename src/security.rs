@@ -197,7 +197,8 @@ fn check_created_at(created_at: i64) {
             pg_sys::GetCurrentTimestamp(),
         )
     };
-    if created_at < start.saturating_sub(back_us) || created_at > now.saturating_add(MAX_CLOCK_AHEAD_US)
+    if created_at < start.saturating_sub(back_us)
+        || created_at > now.saturating_add(MAX_CLOCK_AHEAD_US)
     {
         raise_full(
             ERRCODE_INVALID_PARAMETER_VALUE,

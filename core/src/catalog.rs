@@ -209,11 +209,7 @@ impl Catalog {
 }
 
 /// [`Catalog::suggest`] over any set of distinct known names (shared with [`crate::frozen`]).
-pub fn suggest_from<'k>(
-    keys: impl Iterator<Item = &'k str>,
-    name: &str,
-    n: usize,
-) -> Vec<String> {
+pub fn suggest_from<'k>(keys: impl Iterator<Item = &'k str>, name: &str, n: usize) -> Vec<String> {
     let needle = name.trim().to_ascii_lowercase();
     if needle.chars().count() > crate::limits::MAX_SUGGEST_CHARS {
         return Vec::new();
@@ -334,7 +330,11 @@ pub(crate) mod tests {
         // Suggestions are bounded work: a long name gets none (no quadratic edit distance).
         let long = format!("gpt-4o{}", "x".repeat(crate::limits::MAX_SUGGEST_CHARS));
         assert!(c.suggest(&long, 3).is_empty());
-        assert_eq!(c.suggest(&long[..120], 3).len(), 0, "a 120-char name is no typo of gpt-4o");
+        assert_eq!(
+            c.suggest(&long[..120], 3).len(),
+            0,
+            "a 120-char name is no typo of gpt-4o"
+        );
         assert!(c.suggest("grok", 3).contains(&"xai/grok-4".to_string()));
     }
 

@@ -66,7 +66,14 @@ mod tests {
 
     #[test]
     fn lengths_are_checked_in_bytes() {
-        assert!(check_len("model name", &"x".repeat(MAX_MODEL_NAME_BYTES), MAX_MODEL_NAME_BYTES).is_ok());
+        assert!(
+            check_len(
+                "model name",
+                &"x".repeat(MAX_MODEL_NAME_BYTES),
+                MAX_MODEL_NAME_BYTES
+            )
+            .is_ok()
+        );
         let e = check_len("model name", &"é".repeat(300), MAX_MODEL_NAME_BYTES).unwrap_err();
         assert_eq!(e.bytes, 600);
         assert_eq!(

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use postgres::Client;
 
-const RELEASED: &[&str] = &["0.1.0"];
+const RELEASED: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Every object of the extension, described by its definition (not its OID), one line each.
 const SCHEMA_FINGERPRINT: &str = r#"
@@ -22,16 +22,19 @@ members AS (
 rels AS (SELECT c.oid, c.relname, c.relkind FROM pg_class c JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid)
 SELECT string_agg(line, E'\n' ORDER BY line) FROM (
     SELECT 'function ' || p.oid::regprocedure::text || ' = ' || pg_get_functiondef(p.oid)
-           || ' -- ' || coalesce(obj_description(p.oid, 'pg_proc'), '<no comment>') AS line
+           || ' -- ' || coalesce(obj_description(p.oid, 'pg_proc'), '<no comment>')
+           || ' acl ' || coalesce(p.proacl::text, '<default>') AS line
       FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
     UNION ALL
     SELECT 'relation ' || r.relname || ' ' || r.relkind::text || ' -- ' || coalesce(obj_description(r.oid, 'pg_class'), '<no comment>')
-      FROM rels r
+           || ' acl ' || coalesce(c.relacl::text, '<default>') || ' options ' || coalesce(c.reloptions::text, '')
+      FROM rels r JOIN pg_class c ON c.oid = r.oid
     UNION ALL
     SELECT 'column ' || r.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
            || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
            || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
            || ' -- ' || coalesce(col_description(r.oid, a.attnum), '<no comment>')
+           || coalesce(' acl ' || a.attacl::text, '')
       FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
       LEFT JOIN pg_attrdef ad ON ad.adrelid = r.oid AND ad.adnum = a.attnum
     UNION ALL
@@ -44,8 +47,10 @@ SELECT string_agg(line, E'\n' ORDER BY line) FROM (
     SELECT 'view ' || r.relname || ' = ' || pg_get_viewdef(r.oid)
       FROM rels r WHERE r.relkind = 'v'
     UNION ALL
-    SELECT 'trigger ' || pg_get_triggerdef(t.oid)
+    SELECT 'trigger ' || pg_get_triggerdef(t.oid) || ' enabled ' || t.tgenabled::text
       FROM rels r JOIN pg_trigger t ON t.tgrelid = r.oid AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'schema acl ' || coalesce(n.nspacl::text, '<default>') FROM pg_namespace n WHERE n.nspname = 'aicost'
     UNION ALL
     SELECT 'dumped ' || c::regclass::text || ' where ' || coalesce(w, '')
       FROM ext, unnest(ext.extconfig, ext.extcondition) AS x(c, w)
@@ -101,7 +106,9 @@ fn upgrades_from_every_release_match_a_fresh_install_and_keep_data() {
             &mut c,
             "SELECT ai_budget_set('user', 'u', 10);
              INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES ('u', 'gpt-4o', 1000, 500);
-             SELECT ai_price_set('gpt-4o', 'output', 12, effective_from => now() + interval '1 day')",
+             SELECT ai_price_set('gpt-4o', 'output', 12, effective_from => now() + interval '1 day');
+             SELECT ai_budget_set('org', 'acme', 10);
+             SELECT ai_budget_reserve('org', 'acme', 1, request_id => 'held', ttl => '1 hour')",
         );
         let spent_before = num(
             &mut c,
@@ -142,6 +149,28 @@ fn upgrades_from_every_release_match_a_fresh_install_and_keep_data() {
                 &[]
             ),
             Some(dec("0.0150"))
+        );
+        // The org budget and its reservation now belong to the org, and a row of that org with
+        // the reservation's request id settles it.
+        assert_eq!(
+            num(
+                &mut c,
+                "SELECT reserved FROM aicost.budget_status WHERE scope_id = 'acme' AND org_id = 'acme'",
+                &[]
+            ),
+            Some(dec("1"))
+        );
+        exec(
+            &mut c,
+            "INSERT INTO aicost.usage (org_id, request_id, model, in_tokens, out_tokens) VALUES ('acme', 'held', 'gpt-4o', 1000, 500)",
+        );
+        assert_eq!(
+            num(
+                &mut c,
+                "SELECT reserved FROM aicost.budget_status WHERE scope_id = 'acme'",
+                &[]
+            ),
+            Some(dec("0"))
         );
         assert_eq!(
             c.query("SELECT * FROM ai_budget_audit()", &[])
