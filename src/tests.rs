@@ -271,7 +271,7 @@ pub(crate) mod tests {
             one::<i64>(
                 "SELECT cardinality(extconfig)::bigint FROM pg_extension WHERE extname = 'pg_aicost'"
             ),
-            Some(16)
+            Some(17)
         );
         let uncommented = text(
             "(SELECT string_agg(c.relname || coalesce('.' || a.attname, ''), ', ')
@@ -934,7 +934,7 @@ pub(crate) mod tests {
         Spi::run("UPDATE aicost.usage SET cost = 0").unwrap();
     }
 
-    #[pg_test(error = "duplicate key value violates unique constraint \"usage_request_id_key\"")]
+    #[pg_test(error = "duplicate key value violates unique constraint \"usage_org_request_key\"")]
     fn duplicate_request_ids_are_refused() {
         insert(
             "request_id, user_id, model, in_tokens, out_tokens",
@@ -1026,8 +1026,8 @@ pub(crate) mod tests {
 
     #[pg_test(error = "permission denied to set parameter \"aicost.ledger_maintenance\"")]
     fn only_superusers_may_open_the_ledger() {
-        Spi::run("CREATE ROLE aicost_app").unwrap();
-        Spi::run("SET ROLE aicost_app").unwrap();
+        Spi::run("CREATE ROLE aicost_test_app").unwrap();
+        Spi::run("SET ROLE aicost_test_app").unwrap();
         Spi::run("SET aicost.ledger_maintenance = on").unwrap();
     }
 
@@ -1041,7 +1041,7 @@ pub(crate) mod tests {
         Spi::run("SELECT ai_budget_set('user', NULL, 1)").unwrap();
     }
 
-    #[pg_test(error = "amount must be a non-negative number of USD")]
+    #[pg_test(error = "amount must be a finite non-negative number of USD, not -1")]
     fn negative_budgets_are_refused() {
         Spi::run("SELECT ai_budget_set('user', 'u', -1)").unwrap();
     }
