@@ -11,6 +11,14 @@ COMMENT ON FUNCTION aicost._cache_model(text) IS 'Internal: the model name store
 COMMENT ON FUNCTION aicost._response_cost(text, jsonb) IS 'Internal: cost of producing a response from its usage object, NULL when it cannot be priced';
 COMMENT ON FUNCTION aicost._ledger_price(text, bigint, bigint, bigint, bigint, bigint, text, timestamptz, boolean) IS 'Internal: cost and price versions of a ledger row (NULLs for an unknown model when unpriced_ok)';
 COMMENT ON FUNCTION aicost._usage_counts(jsonb) IS 'Internal: {in, out, cached, cache_write, cache_write_1h} token counts of a provider usage object';
+COMMENT ON FUNCTION aicost._ledger_maintenance() IS 'Internal: whether ai_reprice_unpriced() is updating ledger rows in this transaction (read through the library, never a placeholder)';
+COMMENT ON FUNCTION aicost._guc(text) IS 'Internal: the value of an aicost.* setting as the library defines it (a placeholder a caller set before the library loaded is never trusted)';
+COMMENT ON FUNCTION aicost._visible(text) IS 'Internal: whether the acting role may see rows of an org (every org unless aicost.tenants confines it)';
+COMMENT ON FUNCTION aicost._tenant_org() IS 'Internal: the org the acting role (after SET ROLE, also inside SECURITY DEFINER code) is confined to, NULL when it acts for any org';
+COMMENT ON FUNCTION aicost._check_created_at(timestamptz) IS 'Internal: refuses a usage row dated more than aicost.ledger_max_backdate before its transaction or 5 minutes ahead of the clock, unless the caller is a superuser or aicost_admin (22023)';
+COMMENT ON FUNCTION aicost._invalidate_tenants() IS 'Internal: makes every backend re-read aicost.tenants once the change commits';
+COMMENT ON FUNCTION aicost._cache_ns(text) IS 'Internal: the response-cache namespace a call uses: trimmed, 1 to 256 bytes, prefixed with the org of a role confined to one';
+COMMENT ON FUNCTION aicost._cache_ns_prefix() IS 'Internal: the namespace prefix of the acting role''s org ('''' when it is not confined)';
 
 SELECT ai_pricing_load_default();
 

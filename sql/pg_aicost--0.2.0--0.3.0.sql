@@ -1003,6 +1003,15 @@ COMMENT ON VIEW aicost.my_usage IS 'The ledger rows the acting role may read: it
 
 COMMENT ON FUNCTION aicost.stat_reset() IS 'Zeroes the statistics of aicost.stat_cost, aicost.stat_cache and aicost.stat_budget (with ai_cache_stats_reset() for the response cache); the counter reset is not undone by ROLLBACK; superusers and aicost_admin only';
 
+COMMENT ON FUNCTION aicost._ledger_maintenance() IS 'Internal: whether ai_reprice_unpriced() is updating ledger rows in this transaction (read through the library, never a placeholder)';
+COMMENT ON FUNCTION aicost._guc(text) IS 'Internal: the value of an aicost.* setting as the library defines it (a placeholder a caller set before the library loaded is never trusted)';
+COMMENT ON FUNCTION aicost._visible(text) IS 'Internal: whether the acting role may see rows of an org (every org unless aicost.tenants confines it)';
+COMMENT ON FUNCTION aicost._tenant_org() IS 'Internal: the org the acting role (after SET ROLE, also inside SECURITY DEFINER code) is confined to, NULL when it acts for any org';
+COMMENT ON FUNCTION aicost._check_created_at(timestamptz) IS 'Internal: refuses a usage row dated more than aicost.ledger_max_backdate before its transaction or 5 minutes ahead of the clock, unless the caller is a superuser or aicost_admin (22023)';
+COMMENT ON FUNCTION aicost._invalidate_tenants() IS 'Internal: makes every backend re-read aicost.tenants once the change commits';
+COMMENT ON FUNCTION aicost._cache_ns(text) IS 'Internal: the response-cache namespace a call uses: trimmed, 1 to 256 bytes, prefixed with the org of a role confined to one';
+COMMENT ON FUNCTION aicost._cache_ns_prefix() IS 'Internal: the namespace prefix of the acting role''s org ('''' when it is not confined)';
+
 DO $$
 DECLARE
     r text;

@@ -501,6 +501,31 @@ fn application_role_cannot_change_spend() {
          VALUES ('acme', 'trust-no-such-model', 1000, 1000)",
         "42704",
     );
+    // Nor one given at connection start, or stored for the role (refused, or not trusted).
+    let unknown = "INSERT INTO aicost.usage (org_id, model, in_tokens, out_tokens)
+                   VALUES ('acme', 'trust-no-such-model', 1000, 1000)";
+    let mut cfg = db.config();
+    cfg.user(&app.name)
+        .options("-c aicost.ledger_unknown_model=unpriced -c aicost.ledger_maintenance=on");
+    match cfg.connect(NoTls) {
+        // Preloaded library: the settings are refused at connection start.
+        Err(e) => assert_eq!(code_of(&e), "42501", "{}", describe(&e)),
+        Ok(mut started) => {
+            expect_code(&mut started, unknown, "42704");
+            expect_code(&mut started, "DELETE FROM aicost.usage", "42501");
+        }
+    }
+    for alter in [
+        "ALTER ROLE CURRENT_USER SET aicost.ledger_unknown_model = 'unpriced'",
+        "ALTER ROLE CURRENT_USER SET aicost.ledger_maintenance = on",
+    ] {
+        let _ = raw_connect_as(&db, &app.name).batch_execute(alter);
+        let _ = a.batch_execute(alter);
+    }
+    let mut next = raw_connect_as(&db, &app.name);
+    expect_code(&mut next, unknown, "42704");
+    expect_code(&mut next, "DELETE FROM aicost.usage", "42501");
+    exec(&mut su, &format!("ALTER ROLE {} RESET ALL", app.name));
     assert_eq!(
         count(
             &mut su,
@@ -597,6 +622,87 @@ fn application_role_cannot_change_spend() {
         ledger,
         "acme's spent equals its ledger rows' cost"
     );
+}
+
+/// Two application transactions whose charges cross a budget's alert threshold only together both
+/// commit, and the alert is recorded and announced once. In shared-memory mode such a crossing is
+/// found at pre-commit, outside every SECURITY DEFINER function: recording it must not need any
+/// privilege of the committing (application) role.
+#[test]
+fn alert_crossed_by_transactions_committing_together() {
+    let db = TestDb::new("trust_alert_commit");
+    let app = LoginRole::new("trust_alc_app", Some("aicost_app"));
+    let mut su = session(&db);
+    // Each row costs 0.005 (gpt-4o: 1000 input, 250 output tokens): alone under the alert
+    // threshold (80 % of 0.011 = 0.0088), together over it, and under the hard limit.
+    exec(&mut su, "SELECT ai_budget_set('org', 'pair', 0.011)");
+    let mut listener = connect_as(&db, &app.name);
+    exec(&mut listener, "LISTEN aicost_budget");
+    let mut t1 = connect_as(&db, &app.name);
+    let mut t2 = connect_as(&db, &app.name);
+    let t2_pid = backend_pid(&mut t2);
+    let ins = "INSERT INTO aicost.usage (org_id, model, in_tokens, out_tokens) VALUES ('pair', 'gpt-4o', 1000, 250)";
+    exec(&mut t1, "BEGIN");
+    exec(&mut t1, ins);
+    let (r1, r2) = std::thread::scope(|s| {
+        let h = s.spawn(|| t2.batch_execute(&format!("BEGIN; {ins}; COMMIT")));
+        // Per-backend mode: the second insert waits for the first one's spend-row lock;
+        // shared-memory mode: it does not wait, and commits first.
+        wait_until(
+            "the second transaction to commit or wait for the first",
+            Duration::from_secs(10),
+            || {
+                h.is_finished()
+                    || one_row(
+                        &mut su,
+                        "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
+                        &[&t2_pid],
+                    )
+                    .get::<_, bool>(0)
+            },
+        );
+        let r1 = t1.batch_execute("COMMIT");
+        (r1, h.join().expect("second transaction thread"))
+    });
+    let mut problems = Vec::new();
+    for (name, r) in [("first", r1), ("second", r2)] {
+        if let Err(e) = r {
+            problems.push(format!("the {name} transaction failed: {}", describe(&e)));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(
+        num(
+            &mut su,
+            "SELECT spent FROM aicost.budget_status WHERE scope_id = 'pair'",
+            &[]
+        ),
+        Some(dec("0.01"))
+    );
+    assert_eq!(
+        count(
+            &mut su,
+            "SELECT count(*) FROM aicost.budget_alerts a JOIN aicost.budgets b USING (budget_id)
+              WHERE b.scope_id = 'pair' AND a.threshold = 'alert'"
+        ),
+        1,
+        "one alert row"
+    );
+    exec(&mut listener, "SELECT 1");
+    let got = drain(
+        &mut listener,
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+    );
+    let thresholds: Vec<String> = got
+        .iter()
+        .map(|n| {
+            let p: Value = serde_json::from_str(n.payload()).expect("JSON payload");
+            p["threshold"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(thresholds, vec!["alert".to_string()], "one alert NOTIFY");
+    assert_audit_empty(&mut su);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -817,6 +923,111 @@ fn tenants_are_isolated() {
         "acme's row settled beta's reservation r9"
     );
 
+    assert_audit_empty(&mut su);
+}
+
+/// The tenant of a session cannot be shed by SET ROLE: a login role confined to an org that
+/// switches to a group role it belongs to (aicost_app, which aicost.tenants does not list) still
+/// acts for its org only. (A pooler's unconfined login switching to a tenant's role is confined.)
+#[test]
+fn tenant_cannot_escape_with_set_role() {
+    let db = TestDb::new("trust_set_role");
+    let acme_role = LoginRole::new("trust_esc_acme", Some("aicost_app"));
+    let pooler = LoginRole::new("trust_esc_pool", Some("aicost_app"));
+    let mut su = session(&db);
+    exec(
+        &mut su,
+        &format!(
+            "GRANT {acme} TO {pool};
+             SELECT ai_tenant_set('{acme}', 'acme');
+             SELECT ai_budget_set('org', 'acme', 10);
+             SELECT ai_budget_set('org', 'beta', 10);
+             INSERT INTO aicost.usage (org_id, model, in_tokens, out_tokens) VALUES ('beta', 'gpt-4o', 1000, 500)",
+            acme = acme_role.name,
+            pool = pooler.name
+        ),
+    );
+    let beta_reservation: i64 =
+        one_row(&mut su, "SELECT ai_budget_reserve('org', 'beta', 1)", &[]).get(0);
+
+    // The pooler acting as acme is confined to acme.
+    let mut pool = connect_as(&db, &pooler.name);
+    exec(&mut pool, &format!("SET ROLE {}", acme_role.name));
+    works(
+        &mut pool,
+        "INSERT INTO aicost.usage (request_id, model, in_tokens, out_tokens) VALUES ('via-pool', 'gpt-4o', 10, 5)",
+    );
+    let org: Option<String> = one_row(
+        &mut pool,
+        "SELECT org_id FROM aicost.my_usage WHERE request_id = 'via-pool'",
+        &[],
+    )
+    .get(0);
+    assert_eq!(org.as_deref(), Some("acme"));
+    expect_code(
+        &mut pool,
+        "INSERT INTO aicost.usage (org_id, model, in_tokens, out_tokens) VALUES ('beta', 'gpt-4o', 10, 5)",
+        "42501",
+    );
+
+    // acme's own login, after SET ROLE to its group role: every check below must still see acme.
+    let mut acme = connect_as(&db, &acme_role.name);
+    exec(&mut acme, "SET ROLE aicost_app");
+    let mut escapes = Vec::new();
+    match acme.query(
+        "INSERT INTO aicost.usage (org_id, model, in_tokens, out_tokens) VALUES ('beta', 'gpt-4o', 10, 5)",
+        &[],
+    ) {
+        Ok(_) => escapes.push("recorded a usage row for org beta".to_string()),
+        Err(e) if code_of(&e) == "42501" => {}
+        Err(e) => escapes.push(format!(
+            "insert for org beta: expected 42501, got {}",
+            describe(&e)
+        )),
+    }
+    let spent: Option<Decimal> = one_row(
+        &mut acme,
+        "SELECT spent FROM ai_budget_check('org', 'beta')",
+        &[],
+    )
+    .get(0);
+    if spent.is_some() {
+        escapes.push(format!(
+            "ai_budget_check('org', 'beta') shows beta's spend {spent:?}"
+        ));
+    }
+    let foreign = count(
+        &mut acme,
+        "SELECT count(*) FROM aicost.my_usage WHERE org_id IS DISTINCT FROM 'acme'",
+    );
+    if foreign > 0 {
+        escapes.push(format!(
+            "aicost.my_usage shows {foreign} rows of other orgs"
+        ));
+    }
+    let budgets = count(
+        &mut acme,
+        "SELECT count(*) FROM aicost.budget_status WHERE scope_id <> 'acme'",
+    );
+    if budgets > 0 {
+        escapes.push(format!(
+            "aicost.budget_status shows {budgets} budgets of other orgs"
+        ));
+    }
+    let released: Option<bool> = one_row(
+        &mut acme,
+        &format!("SELECT ai_budget_release({beta_reservation})"),
+        &[],
+    )
+    .get(0);
+    if released.is_some() {
+        escapes.push("released beta's reservation".to_string());
+    }
+    assert!(
+        escapes.is_empty(),
+        "a login role confined to org acme escaped its org with SET ROLE aicost_app:\n{}",
+        escapes.join("\n")
+    );
     assert_audit_empty(&mut su);
 }
 
@@ -1049,15 +1260,27 @@ const JSONS: &[&str] = &[
     r#"'{"prompt_tokens_details": {"cached_tokens": 99}, "prompt_tokens": 10, "completion_tokens": 1}'"#,
 ];
 
+/// Well-formed values, so that calls get past their first check (one argument in two).
+const SANE_TEXTS: &[&str] = &["'gpt-4o'", "'org'", "'acme'", "'default'", "'standard'"];
+const SANE_BIGS: &[&str] = &["0", "10", "1000"];
+const SANE_NUMS: &[&str] = &["0", "0.01", "1"];
+const SANE_TSS: &[&str] = &["now()"];
+const SANE_IVALS: &[&str] = &["'5 minutes'", "'1 second'"];
+const SANE_JSONS: &[&str] = &[
+    r#"'{"q": 1}'"#,
+    r#"'{"prompt_tokens": 10, "completion_tokens": 5}'"#,
+];
+
 fn arg(rng: &mut Rng, kind: Kind) -> String {
-    let (pool, ty) = match kind {
-        Kind::Text => (TEXTS, "text"),
-        Kind::Big => (BIGS, "bigint"),
-        Kind::Num => (NUMS, "numeric"),
-        Kind::Ts => (TSS, "timestamptz"),
-        Kind::Ival => (IVALS, "interval"),
-        Kind::Json => (JSONS, "jsonb"),
+    let (hostile, sane, ty) = match kind {
+        Kind::Text => (TEXTS, SANE_TEXTS, "text"),
+        Kind::Big => (BIGS, SANE_BIGS, "bigint"),
+        Kind::Num => (NUMS, SANE_NUMS, "numeric"),
+        Kind::Ts => (TSS, SANE_TSS, "timestamptz"),
+        Kind::Ival => (IVALS, SANE_IVALS, "interval"),
+        Kind::Json => (JSONS, SANE_JSONS, "jsonb"),
     };
+    let pool = if rng.chance(50) { sane } else { hostile };
     format!("({})::{ty}", rng.pick(pool))
 }
 
@@ -1191,6 +1414,7 @@ fn fuzz_every_function_with_hostile_arguments() {
     let mut failures: Vec<String> = Vec::new();
     let (mut ok, mut errors, mut timeouts) = (0_usize, 0_usize, 0_usize);
     let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    let mut largest = (0_usize, String::new());
     let started = Instant::now();
     for i in 0..iterations {
         let sql = fuzz_statement(&mut rng);
@@ -1208,6 +1432,12 @@ fn fuzz_every_function_with_hostile_arguments() {
                 match e.as_db_error() {
                     None => failures.push(format!("{what}\n    client error: {e}")),
                     Some(d) => {
+                        let text = d.message().len()
+                            + d.detail().map_or(0, str::len)
+                            + d.hint().map_or(0, str::len);
+                        if text > largest.0 {
+                            largest = (text, sql.clone());
+                        }
                         let code = d.code().code();
                         *codes.entry(code.to_string()).or_default() += 1;
                         if code == "57014" {
@@ -1239,7 +1469,8 @@ fn fuzz_every_function_with_hostile_arguments() {
     let elapsed = started.elapsed();
     eprintln!(
         "fuzz: {iterations} iterations (seed {seed}) in {elapsed:?}: {ok} worked, {errors} errors \
-         ({timeouts} statement timeouts); SQLSTATEs {codes:?}"
+         ({timeouts} statement timeouts); SQLSTATEs {codes:?}; largest error text {} bytes, from {}",
+        largest.0, largest.1
     );
     assert!(
         failures.is_empty(),
