@@ -7,7 +7,7 @@ export AICOST_PGPORT ?= 28815
 export AICOST_TEST_DSN ?= host=127.0.0.1 port=$(AICOST_PGPORT) user=postgres
 export AICOST_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
-.PHONY: setup build install install-release demo test test-core test-pg test-it lint bench cluster-start cluster-stop clean
+.PHONY: setup build install install-release demo test test-core test-pg test-it lint bench fuzz cluster-start cluster-stop clean
 
 setup:
 	@bash scripts/setup.sh
@@ -51,6 +51,14 @@ test-it: install
 
 test: setup
 	@bash scripts/run-tests.sh
+
+# A long run of the trust suite's fuzz test (make test runs 300 calls; this runs 20,000 in each mode).
+fuzz: install
+	AICOST_PRELOAD=0 $(CLUSTER) restart
+	AICOST_FUZZ_ITERATIONS=$${AICOST_FUZZ_ITERATIONS:-20000} cargo test -p pg_aicost_it --test trust fuzz -- --test-threads=1
+	AICOST_PRELOAD=1 $(CLUSTER) restart
+	AICOST_FUZZ_ITERATIONS=$${AICOST_FUZZ_ITERATIONS:-20000} cargo test -p pg_aicost_it --test trust fuzz -- --test-threads=1
+	@$(CLUSTER) stop
 
 bench: install-release
 	@$(CLUSTER) restart
