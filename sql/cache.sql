@@ -51,7 +51,7 @@ CREATE TABLE aicost.cache_entries (
     model       text NOT NULL,
     request     jsonb NOT NULL,
     response    jsonb NOT NULL,
-    cost        numeric CHECK (cost >= 0),
+    cost        numeric CHECK (cost >= 0 AND cost < 'Infinity'),
     bytes       integer NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     ttl         interval,

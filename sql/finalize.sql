@@ -57,39 +57,37 @@ GRANT aicost_app, aicost_reader TO aicost_admin;
 
 DO $$
 DECLARE
-    f regprocedure;
+    f record;
 BEGIN
-    -- Nothing of the extension is executable by PUBLIC; the grants below are the whole API.
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
-              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
-    LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-    END LOOP;
-    -- Trigger functions and every SQL-callable function that reads or writes the protected
-    -- tables run as the extension, with a search_path no caller can plant anything in.
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
-              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
-                AND (p.prorettype = 'pg_catalog.trigger'::regtype
+    FOR f IN SELECT p.oid::regprocedure AS sig,
+                    -- Trigger functions and every SQL-callable function that reads or writes the
+                    -- protected tables run as the extension, with a search_path no caller can
+                    -- plant anything in.
+                    (p.prorettype = 'pg_catalog.trigger'::regtype
                      OR p.proname IN ('ai_price_set', 'ai_pricing_import', 'ai_pricing_load_default',
                                       'ai_budget_set', 'ai_budget_drop', 'ai_budget_check', 'ai_budget_reserve',
                                       'ai_budget_release', 'ai_rate_limit_set', 'ai_rate_limit_check',
                                       'ai_reprice_unpriced', 'ai_tenant_set', 'ai_tenant_drop',
                                       'ai_cache_get', 'ai_cache_put', 'ai_cache_get_or_lock', 'ai_cache_invalidate',
                                       'ai_cache_sweep', 'ai_cache_warm', 'ai_cache_namespace_set',
-                                      'ai_cache_stats_reset', 'stat_reset'))
+                                      'ai_cache_stats_reset', 'stat_reset')) AS definer
+               FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
     LOOP
-        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', f);
+        -- Nothing of the extension is executable by PUBLIC; the grants below are the whole API.
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
+        IF f.definer THEN
+            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', f.sig);
+        END IF;
     END LOOP;
 END
 $$;
 
 GRANT USAGE ON SCHEMA aicost TO aicost_app, aicost_reader;
 
--- aicost_app
+-- aicost_app and aicost_reader: reading prices and budget states
 GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cost(text, bigint, bigint, bigint, bigint, text, timestamptz, bigint),
     @extschema@.ai_cost(text, jsonb, text, timestamptz),
@@ -97,17 +95,20 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cost_explain(text, jsonb, text, timestamptz),
     @extschema@.ai_model_resolve(text),
     @extschema@.ai_cache_key(text, jsonb, text),
-    @extschema@.ai_cache_get(text, jsonb, text),
-    @extschema@.ai_cache_put(text, jsonb, jsonb, interval, text, numeric),
-    @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
     @extschema@.ai_budget_check(text, text, numeric),
-    @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
-    @extschema@.ai_budget_release(bigint),
     @extschema@.ai_rate_limit_check(text, text, bigint),
     -- called by the views as the querying role
     aicost._visible(text), aicost._tenant_org(), aicost._guc(text), aicost._cache_ns_prefix(),
     aicost._period_start(text, text, timestamptz), aicost._period_end(text, text, timestamptz)
 TO aicost_app, aicost_reader;
+-- aicost_app: what writes per request (cache entries and statistics, reservations)
+GRANT EXECUTE ON FUNCTION
+    @extschema@.ai_cache_get(text, jsonb, text),
+    @extschema@.ai_cache_put(text, jsonb, jsonb, interval, text, numeric),
+    @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
+    @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
+    @extschema@.ai_budget_release(bigint)
+TO aicost_app;
 -- Usage facts only: cost, cache_hit, price_ids, budget_ids and usage_id are the extension's.
 GRANT INSERT (request_id, org_id, team_id, user_id, api_key_id, model, in_tokens, out_tokens, cached_tokens,
               cache_write_tokens, cache_write_1h_tokens, service_tier, usage, status, metadata, created_at)

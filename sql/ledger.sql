@@ -95,7 +95,7 @@ COMMENT ON COLUMN aicost.budgets.org_id IS 'The org it belongs to (its scope_id 
 CREATE TABLE aicost.budget_spend (
     budget_id    bigint NOT NULL REFERENCES aicost.budgets ON DELETE CASCADE,
     period_start timestamptz NOT NULL,
-    spent        numeric NOT NULL DEFAULT 0,
+    spent        numeric NOT NULL DEFAULT 0 CHECK (spent >= 0 AND spent < 'Infinity'),
     slot         integer NOT NULL DEFAULT 0 CHECK (slot >= 0),
     PRIMARY KEY (budget_id, period_start, slot)
 );
@@ -549,7 +549,7 @@ CREATE FUNCTION aicost._check_scope(p_scope text, p_scope_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_scope IS NULL OR p_scope NOT IN ('org', 'team', 'user', 'api_key') THEN
-        RAISE EXCEPTION 'unknown scope kind "%"', p_scope
+        RAISE EXCEPTION 'unknown scope kind "%"', left(p_scope, 64)  -- a hostile value is not echoed whole
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Scopes are org, team, user and api_key.';
     END IF;
     IF p_scope_id IS NULL OR p_scope_id = '' THEN

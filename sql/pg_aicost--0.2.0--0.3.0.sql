@@ -29,6 +29,13 @@ ALTER TABLE aicost.budget_reservations
     ADD CONSTRAINT budget_reservations_amount_check CHECK (amount > 0 AND amount < 'Infinity');
 UPDATE aicost.budget_reservations r SET org_id = b.org_id FROM aicost.budgets b WHERE b.budget_id = r.budget_id;
 
+-- Recorded money is finite (numeric also has NaN and Infinity; NaN >= 0 is true).
+ALTER TABLE aicost.budget_spend ADD CONSTRAINT budget_spend_spent_check CHECK (spent >= 0 AND spent < 'Infinity');
+ALTER TABLE aicost.cache_entries DROP CONSTRAINT cache_entries_cost_check,
+    ADD CONSTRAINT cache_entries_cost_check CHECK (cost >= 0 AND cost < 'Infinity');
+ALTER TABLE aicost.cache_entries_unlogged DROP CONSTRAINT cache_entries_cost_check,
+    ADD CONSTRAINT cache_entries_cost_check CHECK (cost >= 0 AND cost < 'Infinity');
+
 ALTER TABLE aicost.rate_limits ADD COLUMN org_id text;
 UPDATE aicost.rate_limits SET org_id = scope_id WHERE scope = 'org';
 ALTER TABLE aicost.rate_limits ADD CONSTRAINT rate_limits_org_check CHECK (scope <> 'org' OR org_id = scope_id);
@@ -110,7 +117,7 @@ BEGIN
     IF p_value IS NULL OR p_value = 'NaN' OR p_value >= 'Infinity' OR p_value < 0
        OR (p_positive AND p_value = 0) THEN
         RAISE EXCEPTION '% must be a finite % number of USD, not %', p_what,
-              CASE WHEN p_positive THEN 'positive' ELSE 'non-negative' END, coalesce(p_value::text, 'NULL')
+              CASE WHEN p_positive THEN 'positive' ELSE 'non-negative' END, left(coalesce(p_value::text, 'NULL'), 64)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END
@@ -717,7 +724,7 @@ CREATE OR REPLACE FUNCTION aicost._check_scope(p_scope text, p_scope_id text) RE
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_scope IS NULL OR p_scope NOT IN ('org', 'team', 'user', 'api_key') THEN
-        RAISE EXCEPTION 'unknown scope kind "%"', p_scope
+        RAISE EXCEPTION 'unknown scope kind "%"', left(p_scope, 64)  -- a hostile value is not echoed whole
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Scopes are org, team, user and api_key.';
     END IF;
     IF p_scope_id IS NULL OR p_scope_id = '' THEN
@@ -1012,6 +1019,17 @@ COMMENT ON FUNCTION aicost._invalidate_tenants() IS 'Internal: makes every backe
 COMMENT ON FUNCTION aicost._cache_ns(text) IS 'Internal: the response-cache namespace a call uses: trimmed, 1 to 256 bytes, prefixed with the org of a role confined to one';
 COMMENT ON FUNCTION aicost._cache_ns_prefix() IS 'Internal: the namespace prefix of the acting role''s org ('''' when it is not confined)';
 
+-- ---------------------------------------------------------------------------------------------
+-- Roles and privileges (README "Roles and privileges"). The same block ends every upgrade script.
+--
+-- aicost_app    what an application needs per request: prices, the response cache, recording
+--               usage (the caller's columns of aicost.usage only), budget and rate-limit checks.
+-- aicost_reader views, statistics and ledger reads (an operator's role: its raw-table reads are
+--               not confined to an org; the views are).
+-- aicost_admin  both of the above, and prices, imports, aliases, budgets, rate limits, tenants,
+--               cache namespaces, repricing and statistics resets.
+-- Roles are cluster-wide: created here when missing, kept by DROP EXTENSION. Nothing is granted
+-- to PUBLIC. Whatever writes money runs as the extension (SECURITY DEFINER, search_path pinned).
 DO $$
 DECLARE
     r text;
@@ -1032,43 +1050,41 @@ BEGIN
     END LOOP;
 END
 $$;
-
 GRANT aicost_app, aicost_reader TO aicost_admin;
 
 DO $$
 DECLARE
-    f regprocedure;
+    f record;
 BEGIN
-    -- Nothing of the extension is executable by PUBLIC; the grants below are the whole API.
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
-              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
-    LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-    END LOOP;
-    -- Trigger functions and every SQL-callable function that reads or writes the protected
-    -- tables run as the extension, with a search_path no caller can plant anything in.
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
-              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
-                AND (p.prorettype = 'pg_catalog.trigger'::regtype
+    FOR f IN SELECT p.oid::regprocedure AS sig,
+                    -- Trigger functions and every SQL-callable function that reads or writes the
+                    -- protected tables run as the extension, with a search_path no caller can
+                    -- plant anything in.
+                    (p.prorettype = 'pg_catalog.trigger'::regtype
                      OR p.proname IN ('ai_price_set', 'ai_pricing_import', 'ai_pricing_load_default',
                                       'ai_budget_set', 'ai_budget_drop', 'ai_budget_check', 'ai_budget_reserve',
                                       'ai_budget_release', 'ai_rate_limit_set', 'ai_rate_limit_check',
                                       'ai_reprice_unpriced', 'ai_tenant_set', 'ai_tenant_drop',
                                       'ai_cache_get', 'ai_cache_put', 'ai_cache_get_or_lock', 'ai_cache_invalidate',
                                       'ai_cache_sweep', 'ai_cache_warm', 'ai_cache_namespace_set',
-                                      'ai_cache_stats_reset', 'stat_reset'))
+                                      'ai_cache_stats_reset', 'stat_reset')) AS definer
+               FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+              WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_aicost')
     LOOP
-        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', f);
+        -- Nothing of the extension is executable by PUBLIC; the grants below are the whole API.
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
+        IF f.definer THEN
+            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', f.sig);
+        END IF;
     END LOOP;
 END
 $$;
 
 GRANT USAGE ON SCHEMA aicost TO aicost_app, aicost_reader;
 
+-- aicost_app and aicost_reader: reading prices and budget states
 GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cost(text, bigint, bigint, bigint, bigint, text, timestamptz, bigint),
     @extschema@.ai_cost(text, jsonb, text, timestamptz),
@@ -1076,38 +1092,39 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cost_explain(text, jsonb, text, timestamptz),
     @extschema@.ai_model_resolve(text),
     @extschema@.ai_cache_key(text, jsonb, text),
-    @extschema@.ai_cache_get(text, jsonb, text),
-    @extschema@.ai_cache_put(text, jsonb, jsonb, interval, text, numeric),
-    @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
     @extschema@.ai_budget_check(text, text, numeric),
-    @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
-    @extschema@.ai_budget_release(bigint),
     @extschema@.ai_rate_limit_check(text, text, bigint),
     -- called by the views as the querying role
     aicost._visible(text), aicost._tenant_org(), aicost._guc(text), aicost._cache_ns_prefix(),
     aicost._period_start(text, text, timestamptz), aicost._period_end(text, text, timestamptz)
 TO aicost_app, aicost_reader;
-
+-- aicost_app: what writes per request (cache entries and statistics, reservations)
+GRANT EXECUTE ON FUNCTION
+    @extschema@.ai_cache_get(text, jsonb, text),
+    @extschema@.ai_cache_put(text, jsonb, jsonb, interval, text, numeric),
+    @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
+    @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
+    @extschema@.ai_budget_release(bigint)
+TO aicost_app;
+-- Usage facts only: cost, cache_hit, price_ids, budget_ids and usage_id are the extension's.
 GRANT INSERT (request_id, org_id, team_id, user_id, api_key_id, model, in_tokens, out_tokens, cached_tokens,
               cache_write_tokens, cache_write_1h_tokens, service_tier, usage, status, metadata, created_at)
     ON aicost.usage TO aicost_app;
-
 GRANT USAGE ON SEQUENCE aicost.usage_usage_id_seq TO aicost_app;
-
 GRANT SELECT ON aicost.models, aicost.model_aliases, aicost.prices, aicost.current_prices,
                 aicost.budget_status, aicost.spend_daily, aicost.my_usage
     TO aicost_app;
 
+-- aicost_reader: every table and view but the cached prompts and responses themselves.
 GRANT SELECT ON ALL TABLES IN SCHEMA aicost TO aicost_reader;
-
 REVOKE SELECT ON aicost.cache_entries, aicost.cache_entries_unlogged, aicost.cache_events FROM aicost_reader;
-
 GRANT EXECUTE ON FUNCTION
     @extschema@.ai_budget_audit(),
     aicost._stat_cost_rows(), aicost._stat_cache_rows(), aicost._stat_budget_rows(),
     aicost._spent(bigint, timestamptz), aicost._reserved(bigint, timestamptz)
 TO aicost_reader;
 
+-- aicost_admin
 GRANT EXECUTE ON FUNCTION
     @extschema@.ai_price_set(text, text, numeric, text, bigint, timestamptz, text),
     @extschema@.ai_pricing_import(jsonb, text),
@@ -1125,8 +1142,7 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cache_stats_reset(text),
     aicost.stat_reset()
 TO aicost_admin;
-
+-- Models and aliases may be edited directly (prices only through ai_price_set / import).
 GRANT INSERT, UPDATE, DELETE ON aicost.models, aicost.model_aliases TO aicost_admin;
-
+-- Backfills: an admin may give a usage row its cost (and any created_at).
 GRANT INSERT ON aicost.usage TO aicost_admin;
-

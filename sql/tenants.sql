@@ -47,7 +47,7 @@ BEGIN
     IF p_value IS NULL OR p_value = 'NaN' OR p_value >= 'Infinity' OR p_value < 0
        OR (p_positive AND p_value = 0) THEN
         RAISE EXCEPTION '% must be a finite % number of USD, not %', p_what,
-              CASE WHEN p_positive THEN 'positive' ELSE 'non-negative' END, coalesce(p_value::text, 'NULL')
+              CASE WHEN p_positive THEN 'positive' ELSE 'non-negative' END, left(coalesce(p_value::text, 'NULL'), 64)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END

@@ -37,7 +37,7 @@
 //! create or recycle one; the entry's spinlock for every read or write of its fields. No SPI, no
 //! allocation and nothing that can ERROR under either.
 
-use crate::error::raise_full;
+use crate::error::{ErrorExt, raise_full};
 use crate::shmem::{self, LOCK_BUDGETS, LwGuard, SpinLock, database};
 use crate::stats::{BudgetEvent, count_budget};
 use pgrx::PgSqlErrorCode::*;
@@ -197,11 +197,7 @@ struct Rebuilt {
 /// The entry of a budget period, created from the tables if missing.
 /// The oid of this database's `aicost.budgets`: new with every CREATE EXTENSION.
 fn ledger_incarnation() -> u32 {
-    // SAFETY: syscache lookups by name; InvalidOid if the table is missing.
-    unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"aicost".as_ptr(), false);
-        pg_sys::get_relname_relid(c"budgets".as_ptr(), nsp).to_u32()
-    }
+    crate::security::relid(c"budgets").to_u32()
 }
 
 fn entry(budget_id: i64, period_start: i64, period_end: i64) -> usize {
@@ -524,17 +520,21 @@ fn crossed(thresholds: [Units; 3], old: Units, new: Units, done: u8) -> u8 {
 
 /// Records (ON CONFLICT DO NOTHING) and NOTIFYs the thresholds of a budget period that spend
 /// crossed going from `old` to `new`: the statement per-backend mode runs under the row lock.
+/// Records the alerts of a crossing. As the extension's owner: at pre-commit no SECURITY DEFINER
+/// function is running any more, and the committing role may not write budget_alerts.
 fn record_alerts(budget_id: i64, period_start: i64, old: Units, new: Units) {
-    Spi::run_with_args(
-        "SELECT aicost._budget_thresholds(b, $2, $3::numeric, $4::numeric) FROM aicost.budgets b WHERE b.budget_id = $1",
-        &[
-            budget_id.into(),
-            timestamptz(period_start).into(),
-            units_text(old).into(),
-            units_text(new).into(),
-        ],
-    )
-    .expect("recording budget alerts");
+    crate::security::as_owner(|| {
+        Spi::run_with_args(
+            "SELECT aicost._budget_thresholds(b, $2, $3::numeric, $4::numeric) FROM aicost.budgets b WHERE b.budget_id = $1",
+            &[
+                budget_id.into(),
+                timestamptz(period_start).into(),
+                units_text(old).into(),
+                units_text(new).into(),
+            ],
+        )
+        .or_internal("recording budget alerts")
+    });
 }
 
 /// Threshold alerts count committed spend only, so spend that rolls back never raises one:

@@ -17,7 +17,10 @@ fn tier(name: &str) -> ServiceTier {
     ServiceTier::parse(name).unwrap_or_else(|| {
         crate::error::raise_full(
             ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("unknown service tier \"{name}\""),
+            format!(
+                "unknown service tier \"{}\"",
+                aicost_core::limits::clip(name)
+            ),
             None,
             Some("Service tiers are standard, batch, flex and priority.".into()),
         )

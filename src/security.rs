@@ -11,20 +11,27 @@
 //!   this library, which validates any placeholder a caller set before loading (a SUSET value set
 //!   by a non-superuser is discarded), so PL/pgSQL never trusts a placeholder.
 
-use crate::error::raise_full;
+use crate::error::{ErrorExt, raise_full};
 use pgrx::PgSqlErrorCode::*;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 
-/// The role owning the extension's tables (the superuser who ran CREATE EXTENSION).
-fn extension_owner() -> pg_sys::Oid {
-    // SAFETY: syscache lookups by name (ERROR if the schema is missing) and a relcache entry that
-    // is opened and closed right here.
+/// The oid of table `aicost.<name>` (InvalidOid if missing; ERROR if the schema is missing).
+pub fn relid(name: &CStr) -> pg_sys::Oid {
+    // SAFETY: syscache lookups by name; no permission checks, nothing is opened.
     unsafe {
         let nsp = pg_sys::get_namespace_oid(c"aicost".as_ptr(), false);
-        let relid = pg_sys::get_relname_relid(c"prices".as_ptr(), nsp);
+        pg_sys::get_relname_relid(name.as_ptr(), nsp)
+    }
+}
+
+/// The role owning the extension's tables (the superuser who ran CREATE EXTENSION).
+fn extension_owner() -> pg_sys::Oid {
+    let relid = relid(c"prices");
+    // SAFETY: a relcache entry that is opened and closed right here.
+    unsafe {
         if relid == pg_sys::InvalidOid {
             raise_full(
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -90,9 +97,18 @@ fn acting_role() -> pg_sys::Oid {
     unsafe { pg_sys::GetOuterUserId() }
 }
 
-// The tenant map cache: (role, its org) for the last role asked about, valid until the map changes.
+/// The role the session logged in as.
+fn login_role() -> pg_sys::Oid {
+    // SAFETY: reads a backend global.
+    unsafe { pg_sys::GetSessionUserId() }
+}
+
+/// The (acting role, login role) a tenant lookup was made for.
+type Roles = (pg_sys::Oid, pg_sys::Oid);
+
+// The tenant map cache: the roles last asked about and their org, valid until the map changes.
 thread_local! {
-    static TENANT: RefCell<Option<(pg_sys::Oid, Option<String>)>> = const { RefCell::new(None) };
+    static TENANT: RefCell<Option<(Roles, Option<String>)>> = const { RefCell::new(None) };
 }
 // Touched by the relcache callback: a plain Cell, never borrowed across a call.
 struct TenantFlags {
@@ -131,9 +147,12 @@ pub fn init() {
     }
 }
 
-/// The org the acting role is confined to (`aicost.tenants`), or None for a role acting for any org.
+/// The org the session is confined to (`aicost.tenants`), or None when it acts for any org: the
+/// acting role's org if it is listed, else the login role's, so that a confined login cannot shed
+/// its org with `SET ROLE` to an unlisted group it belongs to (a shared, unlisted login that does
+/// `SET ROLE` to a listed tenant role is confined to that tenant).
 pub fn tenant_org() -> Option<String> {
-    let who = acting_role();
+    let who = (acting_role(), login_role());
     if TENANT_FLAGS.valid.get()
         && let Some(org) = TENANT.with(|t| {
             t.borrow()
@@ -146,22 +165,15 @@ pub fn tenant_org() -> Option<String> {
     }
     // Valid before reading: an invalidation arriving during the read marks it stale again.
     TENANT_FLAGS.valid.set(true);
+    TENANT_FLAGS.relid.set(relid(c"tenants"));
     let org = as_owner(|| {
-        Spi::connect(|client| {
-            let relid = client
-                .select("SELECT 'aicost.tenants'::regclass::oid", None, &[])
-                .ok()
-                .and_then(|t| t.first().get::<pg_sys::Oid>(1).ok().flatten());
-            TENANT_FLAGS.relid.set(relid.unwrap_or(pg_sys::InvalidOid));
-            client
-                .select(
-                    "SELECT t.org_id FROM aicost.tenants t WHERE t.role = $1",
-                    None,
-                    &[who.into()],
-                )
-                .ok()
-                .and_then(|t| t.first().get::<String>(1).ok().flatten())
-        })
+        Spi::get_one_with_args::<String>(
+            // Always one row (NULL when neither role is listed).
+            "SELECT (SELECT t.org_id FROM aicost.tenants t WHERE t.role IN ($1, $2)
+                      ORDER BY t.role OPERATOR(pg_catalog.=) $1 DESC LIMIT 1)",
+            &[who.0.into(), who.1.into()],
+        )
+        .or_internal("reading aicost.tenants")
     });
     TENANT.with(|t| *t.borrow_mut() = Some((who, org.clone())));
     org
@@ -234,22 +246,9 @@ mod aicost {
     /// the change commits.
     #[pg_extern(volatile, parallel_unsafe)]
     fn _invalidate_tenants() {
-        let relid = TENANT_FLAGS.relid.get();
         TENANT_FLAGS.valid.set(false);
-        if relid != pg_sys::InvalidOid {
-            // SAFETY: queues an invalidation message for a relation oid.
-            unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
-        } else {
-            // Not read yet in this backend: invalidate by name.
-            // SAFETY: as above, for the oid looked up by name.
-            unsafe {
-                let nsp = pg_sys::get_namespace_oid(c"aicost".as_ptr(), false);
-                pg_sys::CacheInvalidateRelcacheByRelid(pg_sys::get_relname_relid(
-                    c"tenants".as_ptr(),
-                    nsp,
-                ));
-            }
-        }
+        // SAFETY: queues an invalidation message for a relation oid.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid(c"tenants")) };
     }
 
     /// The value of an `aicost.*` setting as this library defines it (never a placeholder).

@@ -265,6 +265,24 @@ pub(crate) mod tests {
         );
     }
 
+    /// Logical replication applies rows with session_replication_role = replica, where ordinary
+    /// triggers do not fire: the cache invalidation triggers are ENABLE ALWAYS.
+    #[pg_test]
+    fn invalidation_triggers_fire_on_replicas_too() {
+        assert_eq!(
+            text(
+                "(SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger
+                   WHERE tgrelid IN ('aicost.models'::regclass, 'aicost.model_aliases'::regclass,
+                                     'aicost.prices'::regclass, 'aicost.tenants'::regclass)
+                     AND tgname LIKE '%changed%')"
+            ),
+            "model_aliases_changed_del:A,model_aliases_changed_ins:A,model_aliases_changed_trunc:A,\
+             model_aliases_changed_upd:A,models_changed_del:A,models_changed_ins:A,models_changed_trunc:A,\
+             models_changed_upd:A,prices_changed_del:A,prices_changed_ins:A,prices_changed_trunc:A,\
+             prices_changed_upd:A,tenants_changed:A"
+        );
+    }
+
     #[pg_test]
     fn catalog_tables_are_dumped_and_commented() {
         assert_eq!(

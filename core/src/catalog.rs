@@ -127,6 +127,9 @@ impl Catalog {
             ..Default::default()
         };
         for (i, m) in c.models.iter().enumerate() {
+            if i % 1024 == 0 {
+                crate::limits::check_interrupts();
+            }
             let i = u32::try_from(i).expect("fewer than 2^31 models");
             c.exact.insert(m.name.as_str().into(), i);
             c.lower.insert(m.name.to_ascii_lowercase().into(), i);

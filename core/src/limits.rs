@@ -30,6 +30,18 @@ pub fn check_interrupts() {
     }
 }
 
+/// Characters of a caller-given value that an error message quotes: a hostile 1 MB value must
+/// not become a 1 MB error message (and log line).
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// `s` as quoted in an error message: at most [`MAX_QUOTED_CHARS`] characters, `…` marking a cut.
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// A name that is too long, for a clear error.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooLong {
@@ -63,6 +75,15 @@ pub fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), TooLong>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_values_are_clipped() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(1000);
+        let c = clip(&long);
+        assert_eq!(c.chars().count(), MAX_QUOTED_CHARS + 1);
+        assert!(c.ends_with('…'));
+    }
 
     #[test]
     fn lengths_are_checked_in_bytes() {

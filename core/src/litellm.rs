@@ -128,7 +128,10 @@ pub fn parse_doc(doc: &Value) -> Result<ImportDoc, ImportError> {
         ));
     };
     let mut out = ImportDoc::default();
-    for (name, entry) in entries {
+    for (i, (name, entry)) in entries.iter().enumerate() {
+        if i % 256 == 0 {
+            crate::limits::check_interrupts();
+        }
         if name.starts_with('_') || name == "sample_spec" {
             continue;
         }

@@ -55,12 +55,23 @@ impl fmt::Display for UsageError {
                 if keys.is_empty() {
                     "none".to_string()
                 } else {
-                    keys.join(", ")
+                    // Bounded: an object may have any number of keys of any length.
+                    let mut shown: Vec<String> = keys
+                        .iter()
+                        .take(10)
+                        .map(|k| crate::limits::clip(k))
+                        .collect();
+                    if keys.len() > 10 {
+                        shown.push(format!("and {} more", keys.len() - 10));
+                    }
+                    shown.join(", ")
                 }
             ),
             UsageError::BadCount { field, value } => write!(
                 f,
-                "usage field \"{field}\" must be a non-negative integer token count, not {value}"
+                "usage field \"{}\" must be a non-negative integer token count, not {}",
+                crate::limits::clip(field),
+                crate::limits::clip(value)
             ),
         }
     }

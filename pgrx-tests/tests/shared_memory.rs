@@ -756,6 +756,34 @@ fn shmem_budget_per_database() {
     assert_audit_empty(&mut y);
 }
 
+/// Shared-memory budget counters belong to one installation of the extension: after DROP
+/// EXTENSION; CREATE EXTENSION the new budgets reuse the old ids, and must start from their own
+/// (empty) spend, not from counters of the dropped budgets still in shared memory.
+#[test]
+fn shmem_budget_counters_do_not_survive_reinstall() {
+    assert_server_preloaded();
+    let db = TestDb::new("shmem_budget_reinstall");
+    let mut c = session(&db);
+    avoid_utc_day_boundary(&mut c);
+    distinct_budget_ids(&mut c);
+    let first = budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
+    charge_ok(&mut c, "u", "0.90");
+    charge_refused(&mut c, "u", "0.20", "0.90 of 1.00 spent");
+
+    exec(
+        &mut c,
+        "DROP EXTENSION pg_aicost; CREATE EXTENSION pg_aicost",
+    );
+    let mut c = session(&db);
+    distinct_budget_ids(&mut c);
+    let again = budget_set(&mut c, "ai_budget_set('user', 'u', 1.00)");
+    assert_eq!(again, first, "the new budget reuses the dropped one's id");
+    charge_ok(&mut c, "u", "0.95");
+    assert_spent(&mut c, "u", "0.95", "a new installation's budget");
+    charge_refused(&mut c, "u", "0.10", "0.95 of 1.00 spent");
+    assert_audit_empty(&mut c);
+}
+
 /// Reservations in shared-memory mode, across sessions: a committed reservation counts until
 /// released or settled; an uncommitted one counts while its transaction is open and is released
 /// by its rollback (or by a rollback to a savepoint).
