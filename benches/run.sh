@@ -46,7 +46,8 @@
 # Usage: `make bench` (installs a release build, restarts the cluster, runs this script), or
 #   bash benches/run.sh          against whatever build is installed; the cluster is started if needed.
 # Environment: AICOST_PGPORT (default 28815) and AICOST_CLUSTER_DIR select the cluster
-#   (scripts/cluster.sh); AICOST_SHARED_DATA (default ../shared/data) holds litellm_model_prices.json;
+#   (scripts/cluster.sh); AICOST_SHARED_DATA (default ../shared/data) may hold litellm_model_prices.json
+#   (else the copy the pinned LiteLLM wheel ships is used, see pgrx-tests/litellm/prepare.sh);
 #   BENCH_RUNS (3), BENCH_NOCACHE_RUNS (1: the pricing_cache = off run takes ~1 min) and
 #   BENCH_PGBENCH_SECONDS (10) tune the run length; BENCH_CACHE_SECONDS and BENCH_LEDGER_SECONDS
 #   (default: BENCH_PGBENCH_SECONDS) the pgbench runs of E and F, BENCH_ZIPF_ACCESSES (30000),
@@ -67,8 +68,9 @@ ROOT=$(pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 export AICOST_PGPORT=${AICOST_PGPORT:-28815}
 PORT=$AICOST_PGPORT
-SHARED=${AICOST_SHARED_DATA:-$ROOT/../shared/data}
-CATALOG=$SHARED/litellm_model_prices.json
+# LiteLLM's price file: the shared copy, else the one the pinned LiteLLM wheel ships (prepare.sh).
+bash "$ROOT/pgrx-tests/litellm/prepare.sh" >/dev/null
+CATALOG=$ROOT/target/litellm-prices.json
 DB=aicost_bench
 RUNS=${BENCH_RUNS:-3}
 # The cache-off run takes about a minute per run (~6 ms per call): once by default.

@@ -5,7 +5,8 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.0
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-PKGS=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config libssl-dev)
+# procps: the crash-recovery test signals a backend with kill(1), which minimal Debian lacks.
+PKGS=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config libssl-dev procps)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi

@@ -4,7 +4,7 @@
 //! the deliberate differences listed in RULES, each with its reason.
 //!
 //! Inputs: the CSV written by `pgrx-tests/litellm/prepare.sh` (env AICOST_LITELLM_CSV, default
-//! target/litellm-costs.csv) and `litellm_model_prices.json` of the shared data dir.
+//! target/litellm-costs.csv) and the price file it was computed from (target/litellm-prices.json).
 
 mod common;
 
@@ -238,7 +238,7 @@ END $$";
 fn litellm_parity() {
     let t0 = Instant::now();
     let rows = read_csv(&csv_path());
-    let json_path = shared_data_dir().join("litellm_model_prices.json");
+    let json_path = litellm_prices_path();
     let json_text = std::fs::read_to_string(&json_path)
         .unwrap_or_else(|e| panic!("{}: {e}", json_path.display()));
     let doc_value: Value = serde_json::from_str(&json_text).expect("price file is JSON");

@@ -319,7 +319,7 @@ fn shmem_catalog_per_database() {
 #[test]
 fn shmem_catalog_too_big_falls_back() {
     assert_server_preloaded();
-    let json_path = shared_data_dir().join("litellm_model_prices.json");
+    let json_path = litellm_prices_path();
     let json = std::fs::read_to_string(&json_path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", json_path.display()));
     let db = TestDb::new("shmem_catalog_too_big");

@@ -27,13 +27,10 @@ pub fn base_config() -> Config {
     c
 }
 
-/// The directory holding the shared data (`AICOST_SHARED_DATA`, default `../shared/data`
-/// relative to the repository).
-pub fn shared_data_dir() -> PathBuf {
-    match std::env::var_os("AICOST_SHARED_DATA") {
-        Some(d) => PathBuf::from(d),
-        None => repo_root().join("../shared/data"),
-    }
+/// LiteLLM's price file as `pgrx-tests/litellm/prepare.sh` (run by `make test-it`) laid it out:
+/// the shared copy when there is one, else the identical file of the pinned LiteLLM wheel.
+pub fn litellm_prices_path() -> PathBuf {
+    repo_root().join("target/litellm-prices.json")
 }
 
 /// The repository root (the parent of this crate's directory).
