@@ -65,7 +65,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PGBIN=${PGBIN:-$(dirname "$(bash scripts/pg-install.sh "${PG:-15}")")}
 export AICOST_PGPORT=${AICOST_PGPORT:-28815}
 PORT=$AICOST_PGPORT
 # LiteLLM's price file: the shared copy, else the one the pinned LiteLLM wheel ships (prepare.sh).

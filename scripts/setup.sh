@@ -6,8 +6,10 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.0
 PG=${PG:-15}
-# procps: the crash-recovery test signals a backend with kill(1), which minimal Debian lacks.
-PKGS=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config libssl-dev procps)
+# procps: the crash-recovery test signals a backend with kill(1), which minimal Debian lacks;
+# python3 and python3-venv: the PostgreSQL wheels (scripts/pg-install.sh) and the LiteLLM venv.
+PKGS=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config libssl-dev procps
+      python3 python3-venv)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
