@@ -641,32 +641,6 @@ fn rate_limit_exact_under_concurrency() {
     assert_eq!(count(&mut c, "SELECT count(*) FROM aicost.usage"), 100);
 }
 
-/// xorshift64: a tiny deterministic generator for the randomized workload.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
 /// scope, scope_id, amount, period, time zone, alert, throttle and hard percent.
 type BudgetSpec = (
     &'static str,

@@ -1128,27 +1128,9 @@ fn hostile_input_is_refused_cleanly() {
 // ---------------------------------------------------------------------------------------------
 // 5. Fuzz
 
-/// xorshift64: deterministic, good enough to pick from pools.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).expect("small")
-    }
-    fn pick<'a>(&mut self, pool: &[&'a str]) -> &'a str {
-        pool[self.below(pool.len())]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
+/// A random index below `n` (the fuzz's pools and argument counts are small).
+fn index(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
 #[derive(Clone, Copy)]
@@ -1376,8 +1358,8 @@ fn fuzz_statement(rng: &mut Rng) -> String {
             vals.join(", ")
         );
     }
-    let (call, kinds, required) = FUNCTIONS[rng.below(FUNCTIONS.len())];
-    let n = required + rng.below(kinds.len() - required + 1);
+    let (call, kinds, required) = FUNCTIONS[index(rng, FUNCTIONS.len())];
+    let n = required + index(rng, kinds.len() - required + 1);
     let args: Vec<String> = kinds[..n].iter().map(|&k| arg(rng, k)).collect();
     format!("{call}({})", args.join(", "))
 }
@@ -1416,7 +1398,7 @@ fn fuzz_every_function_with_hostile_arguments() {
         c
     };
     let mut c = open();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut failures: Vec<String> = Vec::new();
     let (mut ok, mut errors, mut timeouts) = (0_usize, 0_usize, 0_usize);
     let mut codes = std::collections::BTreeMap::<String, usize>::new();

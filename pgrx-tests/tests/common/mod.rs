@@ -446,3 +446,30 @@ pub fn assert_audit_empty(c: &mut Client) {
         .collect();
     assert!(rows.is_empty(), "ai_budget_audit() is not empty: {rows:#?}");
 }
+
+/// xorshift64: a tiny deterministic generator for randomized workloads and fuzzing (a fixed seed
+/// replays the same sequence).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+}
