@@ -30,19 +30,24 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
   cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked
 fi
 
-PG_CONFIG=$(bash "$(dirname "$0")/pg-install.sh" "$PG")
+# Make sure $PG is installed, then point pgrx at exactly the versions this checkout has: 15
+# (Debian's) and every wheel already under target/pg/. pgrx's build script runs every configured
+# pg_config, so an entry left by another checkout (a deleted clone, say) fails the build.
+bash "$(dirname "$0")/pg-install.sh" "$PG" >/dev/null
 PGRX_HOME=${PGRX_HOME:-$HOME/.pgrx}
-if ! grep -qs "pg${PG} = \"${PG_CONFIG}\"" "$PGRX_HOME/config.toml"; then
-  # `cargo pgrx init` writes the whole config: pass every version already configured too.
-  args=(--pg15 /usr/lib/postgresql/15/bin/pg_config)
-  for v in 14 16 17 18; do
-    if [ "$v" = "$PG" ]; then
-      args+=("--pg$v" "$PG_CONFIG")
-    else
-      prev=$(sed -n "s/^pg$v = \"\(.*\)\"\$/\1/p" "$PGRX_HOME/config.toml" 2>/dev/null || true)
-      if [ -n "$prev" ] && [ -x "$prev" ]; then args+=("--pg$v" "$prev"); fi
-    fi
-  done
+args=(--pg15 /usr/lib/postgresql/15/bin/pg_config)
+want="pg15 = \"/usr/lib/postgresql/15/bin/pg_config\""
+for v in 14 16 17 18; do
+  cfg=$(ls "$(dirname "$0")"/../target/pg/$v/postgresql-*/bin/pg_config 2>/dev/null | head -1 || true)
+  if [ -n "$cfg" ] && [ -x "$cfg" ]; then
+    cfg=$(realpath "$cfg")
+    args+=("--pg$v" "$cfg")
+    want="$want
+pg$v = \"$cfg\""
+  fi
+done
+have=$(sed -n 's/^\(pg[0-9]* = ".*"\)$/\1/p' "$PGRX_HOME/config.toml" 2>/dev/null | sort || true)
+if [ "$have" != "$(echo "$want" | sort)" ]; then
   echo "setup: cargo pgrx init ${args[*]}"
   cargo pgrx init "${args[@]}"
 fi
