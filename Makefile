@@ -14,7 +14,7 @@ export AICOST_PGPORT ?= 28815
 export AICOST_TEST_DSN ?= host=127.0.0.1 port=$(AICOST_PGPORT) user=postgres
 export AICOST_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
-.PHONY: setup build install install-release demo test test-matrix test-core test-pg test-it lint bench fuzz cluster-start cluster-stop clean
+.PHONY: setup build install install-release demo test test-matrix test-core test-pg test-it test-upgrade lint bench fuzz cluster-start cluster-stop clean
 
 setup:
 	@bash scripts/setup.sh
@@ -55,6 +55,15 @@ test-it: install
 	AICOST_PRELOAD=1 $(CLUSTER) restart
 	$(PGENV) AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip perbackend_
 	@$(CLUSTER) stop
+
+# pg_upgrade (and dump/restore) of a database with pg_aicost from PostgreSQL $(UPGRADE_FROM) to $(UPGRADE_TO).
+UPGRADE_FROM ?= 15
+UPGRADE_TO ?= 18
+test-upgrade: setup
+	$(MAKE) --no-print-directory install PG=$(UPGRADE_FROM)
+	$(MAKE) --no-print-directory install PG=$(UPGRADE_TO)
+	AICOST_UPGRADE_FROM=$(UPGRADE_FROM) AICOST_UPGRADE_TO=$(UPGRADE_TO) \
+	  cargo test -p pg_aicost_it --test major_upgrade -- --ignored --test-threads=1
 
 test: setup
 	@bash scripts/run-tests.sh

@@ -2,8 +2,9 @@
 # A throwaway PostgreSQL cluster under target/ for the demo, the multi-session tests and the
 # benchmarks: version $PG (default 15; target/pgcluster, or target/pgcluster-$PG for another).
 # Runs as the `postgres` OS user (initdb refuses root) on 127.0.0.1:$AICOST_PGPORT.
-#   scripts/cluster.sh start | stop | restart | psql [args] | env
+#   scripts/cluster.sh init | start | stop | restart | psql [args] | env
 # AICOST_PRELOAD=1 starts it with shared_preload_libraries = 'pg_aicost' (shared-memory mode).
+# AICOST_INITDB_ARGS adds initdb options (e.g. --no-data-checksums for a pg_upgrade target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,7 +24,8 @@ init() {
   mkdir -p "$DIR"
   if [ ${#RUNAS[@]} -gt 0 ]; then chown postgres: "$DIR"; fi
   if [ ! -f "$DATA/PG_VERSION" ]; then
-    "${RUNAS[@]}" "$PGBIN/initdb" -D "$DATA" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log"
+    "${RUNAS[@]}" "$PGBIN/initdb" -D "$DATA" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 \
+      ${AICOST_INITDB_ARGS:-} >"$DIR/initdb.log"
     cat >>"$DATA/postgresql.conf" <<CONF
 # pg_aicost throwaway cluster
 port = $PORT
@@ -61,10 +63,11 @@ start() {
 stop() { if [ -f "$DATA/PG_VERSION" ] && running; then "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null; fi; }
 
 case "${1:-start}" in
+  init) init ;;
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
   psql) shift; exec "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -X -v ON_ERROR_STOP=1 "$@" ;;
   env) echo "AICOST_TEST_DSN=host=127.0.0.1 port=$PORT user=postgres" ;;
-  *) echo "usage: $0 start|stop|restart|psql|env" >&2; exit 2 ;;
+  *) echo "usage: $0 init|start|stop|restart|psql|env" >&2; exit 2 ;;
 esac

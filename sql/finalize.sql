@@ -11,6 +11,8 @@ COMMENT ON FUNCTION aicost._cache_model(text) IS 'Internal: the model name store
 COMMENT ON FUNCTION aicost._response_cost(text, jsonb) IS 'Internal: cost of producing a response from its usage object, NULL when it cannot be priced';
 COMMENT ON FUNCTION aicost._ledger_price(text, bigint, bigint, bigint, bigint, bigint, text, timestamptz, boolean) IS 'Internal: cost and price versions of a ledger row (NULLs for an unknown model when unpriced_ok)';
 COMMENT ON FUNCTION aicost._usage_counts(jsonb) IS 'Internal: {in, out, cached, cache_write, cache_write_1h} token counts of a provider usage object';
+COMMENT ON FUNCTION aicost._ledger_mark_recorded(bigint) IS 'Internal: marks the ledger row being inserted as recorded (given its budget_ids by a restore): nothing is charged for it';
+COMMENT ON FUNCTION aicost._ledger_take_recorded(bigint) IS 'Internal: the ledger AFTER INSERT trigger''s WHEN clause: whether the row just written was marked recorded';
 COMMENT ON FUNCTION aicost._ledger_maintenance() IS 'Internal: whether ai_reprice_unpriced() is updating ledger rows in this transaction (read through the library, never a placeholder)';
 COMMENT ON FUNCTION aicost._guc(text) IS 'Internal: the value of an aicost.* setting as the library defines it (a placeholder a caller set before the library loaded is never trusted)';
 COMMENT ON FUNCTION aicost._visible(text) IS 'Internal: whether the acting role may see rows of an org (every org unless aicost.tenants confines it)';
@@ -107,7 +109,9 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cache_put(text, jsonb, jsonb, interval, text, numeric),
     @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
     @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
-    @extschema@.ai_budget_release(bigint)
+    @extschema@.ai_budget_release(bigint),
+    -- the WHEN clause of the ledger's AFTER INSERT trigger, evaluated as the inserting role
+    aicost._ledger_take_recorded(bigint)
 TO aicost_app;
 -- Usage facts only: cost, cache_hit, price_ids, budget_ids and usage_id are the extension's.
 GRANT INSERT (request_id, org_id, team_id, user_id, api_key_id, model, in_tokens, out_tokens, cached_tokens,

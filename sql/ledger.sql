@@ -30,7 +30,7 @@ CREATE TABLE aicost.usage (
     usage                 jsonb,
     cost                  numeric CHECK (cost >= 0 AND cost < 'Infinity'),
     price_ids             bigint[],
-    budget_ids            bigint[],
+    budget_ids            bigint[] NOT NULL,  -- no default: given on insert, it marks a recorded row
     cache_hit             boolean NOT NULL DEFAULT false,
     status                text NOT NULL DEFAULT 'ok' CHECK (status <> ''),
     metadata              jsonb
@@ -58,7 +58,7 @@ COMMENT ON COLUMN aicost.usage.service_tier IS 'standard, batch, flex or priorit
 COMMENT ON COLUMN aicost.usage.usage IS 'The provider''s usage object, an alternative to the token counts';
 COMMENT ON COLUMN aicost.usage.cost IS 'USD; computed by the trigger when NULL; NULL only for unpriced rows, never 0 for an unknown model';
 COMMENT ON COLUMN aicost.usage.price_ids IS 'aicost.prices versions used to compute cost';
-COMMENT ON COLUMN aicost.usage.budget_ids IS 'Budgets the cost was charged to (set by the trigger)';
+COMMENT ON COLUMN aicost.usage.budget_ids IS 'Budgets the cost was charged to (set by the trigger; a row inserted with it, as by a restore, is stored as already accounted)';
 COMMENT ON COLUMN aicost.usage.cache_hit IS 'Answered from a cache: costs 0 unless a cost is given (aicost_admin only)';
 COMMENT ON COLUMN aicost.usage.status IS 'ok, unpriced (unknown model, see ai_reprice_unpriced), or the caller''s own status';
 COMMENT ON COLUMN aicost.usage.metadata IS 'Anything else the caller wants to keep';
@@ -447,7 +447,19 @@ DECLARE
     v_mode text := aicost._guc('aicost.ledger_unknown_model');
     v_org text := aicost._tenant_org();
 BEGIN
-    NEW.budget_ids := NULL;  -- decided here, never by the caller
+    -- A row that comes with its budget_ids (a pg_dump restore, a copy of another ledger; only
+    -- admins may write the column) was priced and charged where it was first recorded: it is
+    -- stored as it is, and charges, counts and settles nothing (see the AFTER trigger's WHEN).
+    IF NEW.budget_ids IS NOT NULL THEN
+        IF NEW.cost IS NULL AND NEW.status <> 'unpriced' THEN
+            RAISE EXCEPTION 'a recorded usage row (one given its budget_ids) needs its cost, or status ''unpriced'''
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM aicost._ledger_mark_recorded(NEW.usage_id);
+        RETURN NEW;
+    END IF;
+    -- The budgets charged, decided below: '{}' rather than NULL, so a restore knows the row.
+    NEW.budget_ids := '{}';
     -- A role confined to an org records usage for that org only.
     IF v_org IS NOT NULL THEN
         IF NEW.org_id IS DISTINCT FROM v_org AND NEW.org_id IS NOT NULL THEN
@@ -524,8 +536,10 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION aicost._usage_after_insert() IS 'Trigger: counts a ledger row against its rate limits (AC002) and charges it to the budgets listed by the BEFORE trigger (AC001 past a hard limit), undoing the insert on either';
+-- The WHEN clause runs right after each row is written: a recorded row queues no event.
 CREATE TRIGGER usage_after_insert AFTER INSERT ON aicost.usage
-    FOR EACH ROW EXECUTE FUNCTION aicost._usage_after_insert();
+    FOR EACH ROW WHEN (NOT aicost._ledger_take_recorded(NEW.usage_id))
+    EXECUTE FUNCTION aicost._usage_after_insert();
 
 CREATE FUNCTION aicost._usage_insert_only() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -66,6 +66,20 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_check_created_at_wrapper';
 
+CREATE  FUNCTION aicost."_ledger_mark_recorded"(
+	"usage_id" bigint /* i64 */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ledger_mark_recorded_wrapper';
+
+CREATE  FUNCTION aicost."_ledger_take_recorded"(
+	"usage_id" bigint /* i64 */
+) RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ledger_take_recorded_wrapper';
+
 CREATE  FUNCTION aicost."_invalidate_tenants"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -633,7 +647,19 @@ DECLARE
     v_mode text := aicost._guc('aicost.ledger_unknown_model');
     v_org text := aicost._tenant_org();
 BEGIN
-    NEW.budget_ids := NULL;  -- decided here, never by the caller
+    -- A row that comes with its budget_ids (a pg_dump restore, a copy of another ledger; only
+    -- admins may write the column) was priced and charged where it was first recorded: it is
+    -- stored as it is, and charges, counts and settles nothing (see the AFTER trigger's WHEN).
+    IF NEW.budget_ids IS NOT NULL THEN
+        IF NEW.cost IS NULL AND NEW.status <> 'unpriced' THEN
+            RAISE EXCEPTION 'a recorded usage row (one given its budget_ids) needs its cost, or status ''unpriced'''
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM aicost._ledger_mark_recorded(NEW.usage_id);
+        RETURN NEW;
+    END IF;
+    -- The budgets charged, decided below: '{}' rather than NULL, so a restore knows the row.
+    NEW.budget_ids := '{}';
     -- A role confined to an org records usage for that org only.
     IF v_org IS NOT NULL THEN
         IF NEW.org_id IS DISTINCT FROM v_org AND NEW.org_id IS NOT NULL THEN
@@ -706,6 +732,20 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- Every stored row names the budgets it was charged to ('{}' for none), so that a restore can tell
+-- rows already accounted (they come with the column) from new ones.
+ALTER TABLE aicost.usage DISABLE TRIGGER usage_insert_only;
+UPDATE aicost.usage SET budget_ids = '{}' WHERE budget_ids IS NULL;
+ALTER TABLE aicost.usage ENABLE TRIGGER usage_insert_only;
+ALTER TABLE aicost.usage ALTER COLUMN budget_ids SET NOT NULL;
+COMMENT ON COLUMN aicost.usage.budget_ids IS 'Budgets the cost was charged to (set by the trigger; a row inserted with it, as by a restore, is stored as already accounted)';
+-- A restored (recorded) row queues no AFTER event: see the BEFORE trigger.
+DROP TRIGGER usage_after_insert ON aicost.usage;
+-- The WHEN clause runs right after each row is written: a recorded row queues no event.
+CREATE TRIGGER usage_after_insert AFTER INSERT ON aicost.usage
+    FOR EACH ROW WHEN (NOT aicost._ledger_take_recorded(NEW.usage_id))
+    EXECUTE FUNCTION aicost._usage_after_insert();
 
 CREATE OR REPLACE FUNCTION aicost._usage_insert_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -1010,6 +1050,8 @@ COMMENT ON VIEW aicost.my_usage IS 'The ledger rows the acting role may read: it
 
 COMMENT ON FUNCTION aicost.stat_reset() IS 'Zeroes the statistics of aicost.stat_cost, aicost.stat_cache and aicost.stat_budget (with ai_cache_stats_reset() for the response cache); the counter reset is not undone by ROLLBACK; superusers and aicost_admin only';
 
+COMMENT ON FUNCTION aicost._ledger_mark_recorded(bigint) IS 'Internal: marks the ledger row being inserted as recorded (given its budget_ids by a restore): nothing is charged for it';
+COMMENT ON FUNCTION aicost._ledger_take_recorded(bigint) IS 'Internal: the ledger AFTER INSERT trigger''s WHEN clause: whether the row just written was marked recorded';
 COMMENT ON FUNCTION aicost._ledger_maintenance() IS 'Internal: whether ai_reprice_unpriced() is updating ledger rows in this transaction (read through the library, never a placeholder)';
 COMMENT ON FUNCTION aicost._guc(text) IS 'Internal: the value of an aicost.* setting as the library defines it (a placeholder a caller set before the library loaded is never trusted)';
 COMMENT ON FUNCTION aicost._visible(text) IS 'Internal: whether the acting role may see rows of an org (every org unless aicost.tenants confines it)';
@@ -1104,7 +1146,9 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cache_put(text, jsonb, jsonb, interval, text, numeric),
     @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
     @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
-    @extschema@.ai_budget_release(bigint)
+    @extschema@.ai_budget_release(bigint),
+    -- the WHEN clause of the ledger's AFTER INSERT trigger, evaluated as the inserting role
+    aicost._ledger_take_recorded(bigint)
 TO aicost_app;
 -- Usage facts only: cost, cache_hit, price_ids, budget_ids and usage_id are the extension's.
 GRANT INSERT (request_id, org_id, team_id, user_id, api_key_id, model, in_tokens, out_tokens, cached_tokens,

@@ -1,11 +1,32 @@
 //! Usage-ledger glue: pricing a ledger row (cost and the price versions used) for the insert
-//! trigger in `sql/ledger.sql`, and reading token counts out of a provider usage object.
+//! trigger in `sql/ledger.sql`, reading token counts out of a provider usage object, and telling
+//! the AFTER INSERT trigger which row arrived already accounted (a restore).
 
 use crate::cost::{parse_usage, with_cost};
 use crate::json::JsonArg;
 use crate::numeric::NumericDatum;
 use aicost_core::TokenCounts;
 use pgrx::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    /// The row the BEFORE INSERT trigger is storing as recorded, until the AFTER trigger's WHEN
+    /// clause (evaluated right after that row is written) takes it: (xid, command id, usage_id).
+    /// Keyed by the statement so that a mark left by a row that was never written (ON CONFLICT DO
+    /// NOTHING, an error) cannot match a later row.
+    static RECORDED: Cell<Option<(u32, u32, i64)>> = const { Cell::new(None) };
+}
+
+fn recorded_key(usage_id: i64) -> (u32, u32, i64) {
+    // SAFETY: plain reads of transaction state; the xid is assigned (the row is being inserted).
+    unsafe {
+        (
+            pg_sys::GetCurrentTransactionId().into_inner(),
+            pg_sys::GetCurrentCommandId(false),
+            usage_id,
+        )
+    }
+}
 
 #[pg_schema]
 mod aicost {
@@ -50,6 +71,26 @@ mod aicost {
             None => (None, None),
         };
         TableIterator::once(row)
+    }
+
+    /// Marks the ledger row being inserted as recorded: it came with its budget_ids (a pg_dump
+    /// restore, a copy of another ledger) and was accounted where it was first written.
+    #[pg_extern(volatile, parallel_unsafe, strict)]
+    fn _ledger_mark_recorded(usage_id: i64) {
+        RECORDED.set(Some(recorded_key(usage_id)));
+    }
+
+    /// Whether the row just written was marked recorded (and forgets the mark): the AFTER INSERT
+    /// trigger's WHEN clause, so nothing is charged, counted or settled for it.
+    #[pg_extern(volatile, parallel_unsafe, strict)]
+    fn _ledger_take_recorded(usage_id: i64) -> bool {
+        match RECORDED.get() {
+            None => false,
+            Some(mark) => {
+                RECORDED.set(None);
+                mark == recorded_key(usage_id)
+            }
+        }
     }
 
     /// Token counts of a provider usage object: {in, out, cached, cache_write, cache_write_1h}.

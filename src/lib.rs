@@ -69,6 +69,8 @@ extension_sql_file!(
         security::aicost::_check_created_at,
         ledger::aicost::_ledger_price,
         ledger::aicost::_usage_counts,
+        ledger::aicost::_ledger_mark_recorded,
+        ledger::aicost::_ledger_take_recorded,
         budget::aicost::_shmem_budgets,
         budget::aicost::_stat_budget,
         budget::aicost::_admit_shared,

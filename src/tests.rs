@@ -912,7 +912,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             text("(SELECT row(cost, status, budget_ids) FROM aicost.usage)"),
-            "(,unpriced,)"
+            "(,unpriced,{})"
         );
         assert_eq!(one::<i64>("SELECT ai_reprice_unpriced()"), Some(0));
         Spi::run("INSERT INTO aicost.models (model, provider) VALUES ('acme-1', 'acme')").unwrap();
@@ -998,6 +998,17 @@ pub(crate) mod tests {
         Spi::run("SELECT ai_budget_set('user', 'u', 10, 'month')").unwrap();
     }
 
+    /// A recorded row without its cost would be a half-written one.
+    #[pg_test(
+        error = "a recorded usage row (one given its budget_ids) needs its cost, or status 'unpriced'"
+    )]
+    fn a_recorded_row_needs_its_cost() {
+        insert(
+            "user_id, model, in_tokens, out_tokens, budget_ids",
+            "'c', 'gpt-4o', 1, 0, '{}'",
+        );
+    }
+
     #[pg_test]
     fn rate_limits_and_budgets_count_only_rows_written() {
         let b = one::<i64>("SELECT ai_budget_set('user', 'c', 10)").unwrap();
@@ -1019,15 +1030,21 @@ pub(crate) mod tests {
             "request_id, user_id, model, in_tokens, out_tokens",
             "'c2', 'c', 'gpt-4o', 1, 0",
         );
-        // budget_ids is the trigger's to set: a caller's list is ignored.
+        // A row given its budget_ids (only admins may: a restore) was accounted where it was
+        // first recorded: stored as it is, it charges, counts and settles nothing.
+        let counters = text("(SELECT requests FROM aicost.rate_counters)");
         insert(
-            "user_id, model, in_tokens, out_tokens, budget_ids",
-            "'nobody', 'gpt-4o', 1, 0, '{999}'",
+            "request_id, user_id, model, in_tokens, out_tokens, cost, budget_ids",
+            &format!("'c1-restored', 'c', 'gpt-4o', 1000000, 0, 2.5, '{{{b}}}'"),
         );
         assert_eq!(
-            text("(SELECT budget_ids FROM aicost.usage WHERE user_id = 'nobody')"),
-            "{}"
+            text(&format!(
+                "(SELECT spent FROM aicost.budget_status WHERE budget_id = {b})"
+            )),
+            "2.5000025"
         );
+        assert_eq!(text("(SELECT requests FROM aicost.rate_counters)"), counters);
+
         assert_eq!(
             one::<i64>("SELECT count(*) FROM ai_budget_audit()"),
             Some(0)
