@@ -14,7 +14,7 @@ export AICOST_PGPORT ?= 28815
 export AICOST_TEST_DSN ?= host=127.0.0.1 port=$(AICOST_PGPORT) user=postgres
 export AICOST_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
-.PHONY: setup build install install-release demo test test-matrix test-core test-pg test-it test-upgrade lint bench fuzz cluster-start cluster-stop clean
+.PHONY: setup build install install-release demo test test-matrix test-core test-pg test-it test-upgrade package test-package lint bench fuzz cluster-start cluster-stop clean
 
 setup:
 	@bash scripts/setup.sh
@@ -64,6 +64,14 @@ test-upgrade: setup
 	$(MAKE) --no-print-directory install PG=$(UPGRADE_TO)
 	AICOST_UPGRADE_FROM=$(UPGRADE_FROM) AICOST_UPGRADE_TO=$(UPGRADE_TO) \
 	  cargo test -p pg_aicost_it --test major_upgrade -- --ignored --test-threads=1
+
+# Release packages for PostgreSQL $(PG) under target/package/ (a tarball; for 15 also a .deb).
+package:
+	@bash scripts/package.sh $(PG)
+
+# Installs the packages (the .deb with apt-get, the 18 tarball with its install.sh) and uses them.
+test-package:
+	@bash scripts/test-package.sh
 
 test: setup
 	@bash scripts/run-tests.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: lint and pure-Rust core tests once; the in-database #[pg_test]s on every supported
 # PostgreSQL (14-18) in both modes; the multi-session integration tests in both modes on 15
-# (Debian's) and 18 (the newest); pg_upgrade and dump/restore from 15 to 18. Prints one summary
-# line at the end. `make test-matrix` runs the integration tests on every version too.
+# (Debian's) and 18 (the newest); pg_upgrade and dump/restore from 15 to 18; the release packages
+# (.deb for 15, tarball for 18) installed and used. Prints one summary line at the end.
+# `make test-matrix` runs the integration tests on every version too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
@@ -23,6 +24,8 @@ for pg in ${AICOST_IT_VERSIONS:-15 18}; do
   run make --no-print-directory test-it PG=$pg
 done
 run make --no-print-directory test-upgrade UPGRADE_FROM=15 UPGRADE_TO=18
+# Last: it installs the .deb over the development build of 15 and removes it again.
+run make --no-print-directory test-package
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$LOG" | awk '{s+=$1} END {print s+0}')
