@@ -73,8 +73,9 @@ package:
 test-package:
 	@bash scripts/test-package.sh
 
+# Without PG on the command line: the whole matrix (scripts/run-tests.sh); with PG=NN: that version.
 test: setup
-	@bash scripts/run-tests.sh
+	@AICOST_TEST_PG="$(if $(filter command line,$(origin PG)),$(PG))" bash scripts/run-tests.sh
 
 # Every suite on every supported version, both modes.
 test-matrix: setup

@@ -3,7 +3,8 @@
 # PostgreSQL (14-18) in both modes; the multi-session integration tests in both modes on 15
 # (Debian's) and 18 (the newest); pg_upgrade and dump/restore from 15 to 18; the release packages
 # (.deb for 15, tarball for 18) installed and used. Prints one summary line at the end.
-# `make test-matrix` runs the integration tests on every version too.
+# `make test-matrix` runs the integration tests on every version too; `make test PG=NN` runs the
+# in-database suites on that version only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
@@ -17,15 +18,21 @@ run() {
 
 run make --no-print-directory lint
 run make --no-print-directory test-core
-for pg in 15 14 16 17 18; do
-  run make --no-print-directory test-pg PG=$pg
-done
-for pg in ${AICOST_IT_VERSIONS:-15 18}; do
-  run make --no-print-directory test-it PG=$pg
-done
-run make --no-print-directory test-upgrade UPGRADE_FROM=15 UPGRADE_TO=18
-# Last: it installs the .deb over the development build of 15 and removes it again.
-run make --no-print-directory test-package
+if [ -n "${AICOST_TEST_PG:-}" ]; then
+  # `make test PG=NN`: every in-database suite on that version only.
+  run make --no-print-directory test-pg PG="$AICOST_TEST_PG"
+  run make --no-print-directory test-it PG="$AICOST_TEST_PG"
+else
+  for pg in 15 14 16 17 18; do
+    run make --no-print-directory test-pg PG=$pg
+  done
+  for pg in ${AICOST_IT_VERSIONS:-15 18}; do
+    run make --no-print-directory test-it PG=$pg
+  done
+  run make --no-print-directory test-upgrade UPGRADE_FROM=15 UPGRADE_TO=18
+  # Last: it installs the .deb over the development build of 15 and removes it again.
+  run make --no-print-directory test-package
+fi
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$LOG" | awk '{s+=$1} END {print s+0}')

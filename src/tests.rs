@@ -1043,7 +1043,10 @@ pub(crate) mod tests {
             )),
             "2.5000025"
         );
-        assert_eq!(text("(SELECT requests FROM aicost.rate_counters)"), counters);
+        assert_eq!(
+            text("(SELECT requests FROM aicost.rate_counters)"),
+            counters
+        );
 
         assert_eq!(
             one::<i64>("SELECT count(*) FROM ai_budget_audit()"),

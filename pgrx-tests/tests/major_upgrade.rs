@@ -70,9 +70,16 @@ impl Cluster {
     }
 
     fn conn_args(&self) -> Vec<String> {
-        ["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"]
-            .map(String::from)
-            .to_vec()
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 }
 
@@ -133,17 +140,47 @@ fn run_pg(bin: &Path, program: &str, args: &[String], cwd: &Path) -> String {
 /// lookups: they count hits).
 fn snapshot(c: &mut Client, before_change: &str) -> Vec<(String, String)> {
     let queries = [
-        ("gpt-4o output before the change", "SELECT ai_cost('gpt-4o', 0, 1000000, at => $1::text::timestamptz)::text"),
-        ("gpt-4o output now", "SELECT ai_cost('gpt-4o', 0, 1000000)::text"),
-        ("cached and 1h cache-write tokens", "SELECT ai_cost('claude-sonnet-4-6', 10000, 100, 1000, 2000, cache_write_1h_tokens => 3000)::text"),
-        ("acme-1 now and in two hours", "SELECT ai_cost('acme-1', 1000000, 1000000)::text || ' ' || ai_cost('acme-1', 1000000, 1000000, at => now() + interval '2 hours')::text"),
+        (
+            "gpt-4o output before the change",
+            "SELECT ai_cost('gpt-4o', 0, 1000000, at => $1::text::timestamptz)::text",
+        ),
+        (
+            "gpt-4o output now",
+            "SELECT ai_cost('gpt-4o', 0, 1000000)::text",
+        ),
+        (
+            "cached and 1h cache-write tokens",
+            "SELECT ai_cost('claude-sonnet-4-6', 10000, 100, 1000, 2000, cache_write_1h_tokens => 3000)::text",
+        ),
+        (
+            "acme-1 now and in two hours",
+            "SELECT ai_cost('acme-1', 1000000, 1000000)::text || ' ' || ai_cost('acme-1', 1000000, 1000000, at => now() + interval '2 hours')::text",
+        ),
         ("alias", "SELECT ai_cost('my-4o', 1000000, 1000000)::text"),
-        ("price versions", "SELECT string_agg(format('%s %s %s %s', model, usage_type, usd_per_mtok, upper_inf(valid)), ', ' ORDER BY model, usage_type, lower(valid)) FROM aicost.prices WHERE model IN ('acme-1', 'gpt-4o')"),
-        ("ledger", "SELECT format('%s rows, %s USD, ids %s', count(*), sum(cost), string_agg(usage_id::text, ',' ORDER BY usage_id)) FROM aicost.usage"),
-        ("budgets", "SELECT string_agg(format('%s/%s spent %s reserved %s of %s', scope, scope_id, spent, reserved, limit_usd), '; ' ORDER BY scope, scope_id) FROM aicost.budget_status"),
-        ("budget check", "SELECT format('%s %s', state, remaining) FROM ai_budget_check('user', 'alice', estimated_cost => 1)"),
-        ("cache stats", "SELECT string_agg(format('%s: %s entries, %s hits, %s misses, saved %s', namespace, entries, hits, misses, saved_usd), '; ' ORDER BY namespace) FROM aicost.cache_stats"),
-        ("tenants", "SELECT string_agg(format('%s %s', role, org_id), ', ' ORDER BY org_id) FROM aicost.tenants"),
+        (
+            "price versions",
+            "SELECT string_agg(format('%s %s %s %s', model, usage_type, usd_per_mtok, upper_inf(valid)), ', ' ORDER BY model, usage_type, lower(valid)) FROM aicost.prices WHERE model IN ('acme-1', 'gpt-4o')",
+        ),
+        (
+            "ledger",
+            "SELECT format('%s rows, %s USD, ids %s', count(*), sum(cost), string_agg(usage_id::text, ',' ORDER BY usage_id)) FROM aicost.usage",
+        ),
+        (
+            "budgets",
+            "SELECT string_agg(format('%s/%s spent %s reserved %s of %s', scope, scope_id, spent, reserved, limit_usd), '; ' ORDER BY scope, scope_id) FROM aicost.budget_status",
+        ),
+        (
+            "budget check",
+            "SELECT format('%s %s', state, remaining) FROM ai_budget_check('user', 'alice', estimated_cost => 1)",
+        ),
+        (
+            "cache stats",
+            "SELECT string_agg(format('%s: %s entries, %s hits, %s misses, saved %s', namespace, entries, hits, misses, saved_usd), '; ' ORDER BY namespace) FROM aicost.cache_stats",
+        ),
+        (
+            "tenants",
+            "SELECT string_agg(format('%s %s', role, org_id), ', ' ORDER BY org_id) FROM aicost.tenants",
+        ),
         ("audit", "SELECT count(*)::text FROM ai_budget_audit()"),
     ];
     queries
@@ -208,10 +245,7 @@ fn populate(c: &mut Client) -> String {
         .get(0);
     assert!(hit.is_some(), "a hit before the upgrade");
     let miss: Option<String> = c
-        .query_one(
-            "SELECT ai_cache_get('gpt-4o', '{\"other\": 1}')::text",
-            &[],
-        )
+        .query_one("SELECT ai_cache_get('gpt-4o', '{\"other\": 1}')::text", &[])
         .unwrap()
         .get(0);
     assert!(miss.is_none());
@@ -305,7 +339,11 @@ fn check_stats(c: &mut Client, label: &str, preloaded: bool) {
         )
         .unwrap_or_else(|e| panic!("{label}: stat_cost: {}", common::describe(&e)));
     let (scope, calls): (String, i64) = (r.get(0), r.get(1));
-    assert_eq!(scope, if preloaded { "cluster" } else { "backend" }, "{label}");
+    assert_eq!(
+        scope,
+        if preloaded { "cluster" } else { "backend" },
+        "{label}"
+    );
     assert!(calls > 0, "{label}: ai_cost calls are counted");
 }
 
@@ -337,9 +375,24 @@ fn pg_upgrade_and_dump_restore_keep_everything() {
     } else {
         ""
     };
-    let old = Cluster { pg: from.clone(), port: 28831, dir: base.join("old"), initdb_args: "" };
-    let new = Cluster { pg: to.clone(), port: 28832, dir: base.join("new"), initdb_args: new_args };
-    let restored = Cluster { pg: to.clone(), port: 28833, dir: base.join("restored"), initdb_args: "" };
+    let old = Cluster {
+        pg: from.clone(),
+        port: 28831,
+        dir: base.join("old"),
+        initdb_args: "",
+    };
+    let new = Cluster {
+        pg: to.clone(),
+        port: 28832,
+        dir: base.join("new"),
+        initdb_args: new_args,
+    };
+    let restored = Cluster {
+        pg: to.clone(),
+        port: 28833,
+        dir: base.join("restored"),
+        initdb_args: "",
+    };
     for c in [&old, &new, &restored] {
         if c.data().join("PG_VERSION").exists() {
             c.script("stop", false);
@@ -356,7 +409,8 @@ fn pg_upgrade_and_dump_restore_keep_everything() {
     };
     let want = snapshot(&mut old.connect("app"), &before);
     assert!(
-        want.iter().any(|(l, v)| l == "budgets" && v.contains("alice spent 0.547 ")),
+        want.iter()
+            .any(|(l, v)| l == "budgets" && v.contains("alice spent 0.547 ")),
         "spend before the upgrade (0.25 + 0.24 of gpt-4o, 0.03 + 0.012 + 0.015 of claude): {want:#?}"
     );
 
