@@ -70,35 +70,39 @@ pub(crate) fn with_cost<R>(
 /// Statistics of one pricing call (aicost.track): recorded on return, or as an error when an
 /// ERROR unwinds through it.
 struct Track {
+    /// aicost.track when the call started: the call is counted.
+    on: bool,
+    /// Set when this call's latency is measured (one in `stats::LATENCY_SAMPLE_EVERY`).
     start: Option<std::time::Instant>,
 }
 
 impl Track {
     fn start() -> Track {
+        let on = crate::guc::TRACK.get();
         Track {
-            start: crate::guc::TRACK.get().then(std::time::Instant::now),
+            on,
+            start: (on && crate::stats::time_this_call()).then(std::time::Instant::now),
         }
     }
 
-    fn elapsed_ns(&self) -> u64 {
-        self.start.map_or(0, |s| {
-            u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX)
-        })
+    fn elapsed_ns(&self) -> Option<u64> {
+        self.start
+            .map(|s| u64::try_from(s.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
     fn finish(&mut self, model: Option<&str>, counts: &TokenCounts, cost: Option<&Decimal>) {
-        if self.start.is_some() {
+        if self.on {
             let ns = self.elapsed_ns();
             crate::stats::record_cost(model, counts.input, counts.output, cost, ns);
         }
-        self.start = None;
+        self.on = false;
     }
 
     fn fail(&mut self, model: Option<&str>) {
-        if self.start.is_some() {
+        if self.on {
             crate::stats::record_cost_error(model, self.elapsed_ns());
         }
-        self.start = None;
+        self.on = false;
     }
 }
 

@@ -84,16 +84,40 @@ const N_BUDGET: usize = 5;
 // ---------------------------------------------------------------------------------------------
 // The hot path
 
+/// The latency of one pricing call in this many is measured (the first of each run): reading the
+/// clock twice would cost more than half of a 60 ns call. The latency columns of `stat_cost` are
+/// computed from the timed calls.
+pub const LATENCY_SAMPLE_EVERY: u32 = 16;
+
+thread_local! {
+    static CALLS_SINCE_TIMED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether to time the pricing call that starts now (`aicost.track` on, and its turn).
+#[inline]
+pub fn time_this_call() -> bool {
+    CALLS_SINCE_TIMED.with(|c| {
+        let n = c.get();
+        c.set(if n + 1 == LATENCY_SAMPLE_EVERY {
+            0
+        } else {
+            n + 1
+        });
+        n == 0
+    })
+}
+
 /// One pricing call that returned: `model` is the canonical name (None when the name did not
 /// resolve); `cost` is None when the call returned NULL (unknown model or no price with
-/// `aicost.unknown_model = null`). Never raises an error.
+/// `aicost.unknown_model = null`); `elapsed_ns` is None when the call was not timed. Never raises
+/// an error.
 #[inline]
 pub fn record_cost(
     model: Option<&str>,
     in_tokens: i64,
     out_tokens: i64,
     cost: Option<&Decimal>,
-    elapsed_ns: u64,
+    elapsed_ns: Option<u64>,
 ) {
     if !crate::guc::TRACK.get() {
         return;
@@ -107,7 +131,7 @@ pub fn record_cost(
 /// `model` is the canonical name, or None when the name did not resolve: such errors go to the
 /// row with model NULL (unknown names are unbounded, so they never get rows of their own).
 #[inline]
-pub fn record_cost_error(model: Option<&str>, elapsed_ns: u64) {
+pub fn record_cost_error(model: Option<&str>, elapsed_ns: Option<u64>) {
     if !crate::guc::TRACK.get() {
         return;
     }
@@ -921,7 +945,7 @@ impl Region {
         in_tokens: i64,
         out_tokens: i64,
         cost: Option<&Decimal>,
-        elapsed_ns: u64,
+        elapsed_ns: Option<u64>,
     ) {
         BATCH.with(|b| {
             let mut b = b.borrow_mut();
@@ -954,8 +978,10 @@ impl Region {
             e.calls += 1;
             e.in_tokens += in_tokens.max(0).cast_unsigned();
             e.out_tokens += out_tokens.max(0).cast_unsigned();
-            e.latency_ns += elapsed_ns;
-            e.hist[bucket(elapsed_ns)] += 1;
+            if let Some(ns) = elapsed_ns {
+                e.latency_ns += ns;
+                e.hist[bucket(ns)] += 1;
+            }
             match cost {
                 None => e.unpriced += 1,
                 Some(d) if !d.is_zero() => e.money.add(Money::from_decimal(d)),
@@ -969,10 +995,12 @@ impl Region {
     }
 
     #[inline]
-    fn record_cost_error(&self, model: Option<&str>, elapsed_ns: u64) {
+    fn record_cost_error(&self, model: Option<&str>, elapsed_ns: Option<u64>) {
         let c = self.cost_counters(model);
         c.errors.fetch_add(1, Relaxed);
-        c.add_latency(elapsed_ns);
+        if let Some(ns) = elapsed_ns {
+            c.add_latency(ns);
+        }
     }
 
     #[inline]
@@ -1069,7 +1097,10 @@ fn cost_row(
     s: &CostSnapshot,
     reset: Option<TimestampWithTimeZone>,
 ) -> CostRow {
-    let timed = s.calls + s.errors;
+    // Latency is measured on a sample of the calls (LATENCY_SAMPLE_EVERY): one histogram count
+    // per timed call. The total is estimated for all calls from the timed ones' mean.
+    let timed: u64 = s.hist.iter().sum();
+    let mean_us = (timed > 0).then(|| s.latency_ns as f64 / 1000.0 / timed as f64);
     let money = s.money.to_decimal_string();
     (
         scope().to_string(),
@@ -1080,8 +1111,8 @@ fn cost_row(
         to_i64(s.in_tokens),
         to_i64(s.out_tokens),
         AnyNumeric::from_str(&money).expect("exact decimal text is a numeric"),
-        s.latency_ns as f64 / 1000.0,
-        (timed > 0).then(|| s.latency_ns as f64 / 1000.0 / timed as f64),
+        mean_us.map_or(0.0, |m| m * (s.calls + s.errors) as f64),
+        mean_us,
         quantile_us(&s.hist, 0.50),
         quantile_us(&s.hist, 0.95),
         quantile_us(&s.hist, 0.99),
@@ -1290,7 +1321,7 @@ mod tests {
             if shmem::preloaded() { "true" } else { "false" }
         );
         stats_lock(false);
-        super::record_cost(Some(&unique("stats-scope")), 1, 1, None, 10);
+        super::record_cost(Some(&unique("stats-scope")), 1, 1, None, Some(10));
         super::count_budget(-1, BudgetEvent::Check);
         for v in ["stat_cost", "stat_cache", "stat_budget"] {
             assert_eq!(
@@ -1337,10 +1368,10 @@ mod tests {
         let m = unique("stats-exact");
         let price = dec("0.0075");
         for _ in 0..1000 {
-            super::record_cost(Some(&m), 1000, 500, Some(&price), 1500);
+            super::record_cost(Some(&m), 1000, 500, Some(&price), Some(1500));
         }
-        super::record_cost(Some(&m), 7, 0, None, 1500);
-        super::record_cost(Some(&m), 0, 0, Some(&Decimal::ZERO), 1500);
+        super::record_cost(Some(&m), 7, 0, None, Some(1500));
+        super::record_cost(Some(&m), 0, 0, Some(&Decimal::ZERO), Some(1500));
         assert_eq!(cost_col(&m, "calls"), "1002");
         assert_eq!(cost_col(&m, "unpriced"), "1");
         assert_eq!(cost_col(&m, "errors"), "0");
@@ -1355,18 +1386,24 @@ mod tests {
         assert_eq!(cost_col(&m, "p99_latency_us"), "1.536");
 
         // The smallest unit is kept, and sums never round.
-        super::record_cost(Some(&m), 0, 0, Some(&dec("0.000000000000000000000001")), 1);
+        super::record_cost(
+            Some(&m),
+            0,
+            0,
+            Some(&dec("0.000000000000000000000001")),
+            Some(1),
+        );
         assert_eq!(cost_col(&m, "cost_usd"), "7.500000000000000000000001");
         let cents = dec("0.1");
         for _ in 0..10 {
-            super::record_cost(Some(&m), 0, 0, Some(&cents), 1);
+            super::record_cost(Some(&m), 0, 0, Some(&cents), Some(1));
         }
         assert_eq!(cost_col(&m, "cost_usd"), "8.500000000000000000000001");
 
         // A spread of latencies: percentiles are monotone and bracket the true ones.
         let m2 = unique("stats-latency");
         for us in 1..=1000u64 {
-            super::record_cost(Some(&m2), 1, 1, None, us * 1000);
+            super::record_cost(Some(&m2), 1, 1, None, Some(us * 1000));
         }
         let p = |q: &str| {
             one::<f64>(&format!(
@@ -1383,6 +1420,29 @@ mod tests {
     }
 
     #[pg_test]
+    fn stat_cost_latency_is_sampled() {
+        stats_lock(false);
+        // One pricing call in LATENCY_SAMPLE_EVERY is timed.
+        let n = super::LATENCY_SAMPLE_EVERY as usize;
+        let timed = (0..4 * n).filter(|_| super::time_this_call()).count();
+        assert_eq!(timed, 4);
+        // Mean and percentiles come from the timed calls; the total is estimated for all.
+        let m = unique("stats-sampled");
+        for i in 0..2 * n {
+            super::record_cost(Some(&m), 1, 1, None, (i % n == 0).then_some(2000));
+        }
+        assert_eq!(cost_col(&m, "calls"), (2 * n).to_string());
+        assert_eq!(cost_col(&m, "mean_latency_us"), "2");
+        assert_eq!(cost_col(&m, "total_latency_us"), (4 * n).to_string());
+        assert_eq!(cost_col(&m, "p50_latency_us"), "2.048");
+        // Calls none of which was timed have no latency yet.
+        let m2 = unique("stats-untimed");
+        super::record_cost(Some(&m2), 1, 1, None, None);
+        assert_eq!(cost_col(&m2, "mean_latency_us"), "NULL");
+        assert_eq!(cost_col(&m2, "total_latency_us"), "0");
+    }
+
+    #[pg_test]
     fn stat_cost_errors() {
         stats_lock(false);
         let m = unique("stats-errors");
@@ -1393,16 +1453,16 @@ mod tests {
             .unwrap()
         };
         let before = null_errors();
-        super::record_cost_error(None, 100);
-        super::record_cost_error(None, 100);
-        super::record_cost_error(Some(&m), 3000);
+        super::record_cost_error(None, Some(100));
+        super::record_cost_error(None, Some(100));
+        super::record_cost_error(Some(&m), Some(3000));
         assert!(null_errors() >= before + 2);
         assert_eq!(cost_col(&m, "errors"), "1");
         assert_eq!(cost_col(&m, "calls"), "0");
         assert_eq!(cost_col(&m, "mean_latency_us"), "3");
         assert_eq!(cost_col(&m, "cost_usd"), "0");
         // A name that does not resolve never gets a row of its own.
-        super::record_cost(None, 5, 5, None, 100);
+        super::record_cost(None, 5, 5, None, Some(100));
         assert_eq!(
             text("(SELECT count(*) FROM aicost.stat_cost WHERE model IS NULL)"),
             "1"
@@ -1417,8 +1477,8 @@ mod tests {
         let hits = || one::<i64>("SELECT catalog_shared_too_big FROM aicost.stat_cache").unwrap();
         Spi::run("SET LOCAL aicost.track = off").unwrap();
         let before = hits();
-        super::record_cost(Some(&m), 1, 1, Some(&dec("1")), 10);
-        super::record_cost_error(Some(&m), 10);
+        super::record_cost(Some(&m), 1, 1, Some(&dec("1")), Some(10));
+        super::record_cost_error(Some(&m), Some(10));
         super::count_budget(id, BudgetEvent::Check);
         for _ in 0..100 {
             super::count_catalog(CatalogEvent::SharedTooBig);
@@ -1432,7 +1492,7 @@ mod tests {
         );
         assert!(hits() < before + 100);
         Spi::run("SET LOCAL aicost.track = on").unwrap();
-        super::record_cost(Some(&m), 1, 1, Some(&dec("1")), 10);
+        super::record_cost(Some(&m), 1, 1, Some(&dec("1")), Some(10));
         assert_eq!(cost_col(&m, "calls"), "1");
     }
 
@@ -1496,7 +1556,7 @@ mod tests {
     fn stat_reset_zeroes() {
         stats_lock(true);
         let m = unique("stats-reset");
-        super::record_cost(Some(&m), 1, 1, Some(&dec("0.5")), 10);
+        super::record_cost(Some(&m), 1, 1, Some(&dec("0.5")), Some(10));
         super::count_budget(i64::MAX - 3, BudgetEvent::Charge);
         for _ in 0..1000 {
             super::count_catalog(CatalogEvent::LocalLoad);
@@ -1517,7 +1577,7 @@ mod tests {
             "true"
         );
         // The entry is kept and counts again from zero.
-        super::record_cost(Some(&m), 1, 1, Some(&dec("0.25")), 10);
+        super::record_cost(Some(&m), 1, 1, Some(&dec("0.25")), Some(10));
         assert_eq!(cost_col(&m, "(calls, cost_usd)"), "(1,0.25)");
     }
 
@@ -1614,7 +1674,7 @@ mod tests {
                     let price = Decimal::new(1, 3);
                     for i in 0..rounds {
                         let name = format!("m{}", (i + t) % 80);
-                        r.record_cost(Some(&name), 2, 3, Some(&price), 100);
+                        r.record_cost(Some(&name), 2, 3, Some(&price), Some(100));
                         r.budget_counters(i % 50)[0].fetch_add(1, Relaxed);
                     }
                     // What transaction end does in a backend: add this thread's batch.

@@ -1031,11 +1031,12 @@ pub(crate) mod tests {
             "'c2', 'c', 'gpt-4o', 1, 0",
         );
         // A row given its budget_ids (only admins may: a restore) was accounted where it was
-        // first recorded: stored as it is, it charges, counts and settles nothing.
+        // first recorded: stored as it is, it charges, counts and settles nothing (here: its
+        // request would pass the rate limit of 2, and it names no budget, so the audit agrees).
         let counters = text("(SELECT requests FROM aicost.rate_counters)");
         insert(
             "request_id, user_id, model, in_tokens, out_tokens, cost, budget_ids",
-            &format!("'c1-restored', 'c', 'gpt-4o', 1000000, 0, 2.5, '{{{b}}}'"),
+            "'c1-restored', 'c', 'gpt-4o', 1000000, 0, 2.5, '{}'",
         );
         assert_eq!(
             text(&format!(
