@@ -439,15 +439,6 @@ struct Plans {
     upsert: OwnedPreparedStatement,
 }
 
-/// Registers the transaction callbacks; called once per backend from `_PG_init`.
-pub fn init() {
-    // SAFETY: registering C callbacks with PostgreSQL.
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
-    }
-}
-
 /// Applies (commit) or undoes (abort) the pending admissions selected by `which`.
 fn settle(commit: bool, which: impl Fn(&Pending) -> bool) {
     let done: Vec<Pending> = PENDING.with(|p| {
@@ -485,11 +476,8 @@ fn settle(commit: bool, which: impl Fn(&Pending) -> bool) {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+/// The budgets' step of a transaction event (see [`crate::xact`] for the order).
+pub(crate) fn on_xact(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
     if !shmem::preloaded() {
         return;
@@ -597,12 +585,11 @@ fn precommit() {
     unsafe { pg_sys::PopActiveSnapshot() };
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
+/// The budgets' step of a subtransaction event.
+pub(crate) fn on_subxact(
     event: pg_sys::SubXactEvent::Type,
     my: pg_sys::SubTransactionId,
     parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::SubXactEvent::*;
     if !shmem::preloaded() {

@@ -21,6 +21,7 @@ mod pricing;
 mod security;
 mod shmem;
 mod stats;
+mod xact;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -103,8 +104,8 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     shmem::init();
     pricing::init();
-    budget::init();
     security::init();
+    xact::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -64,13 +64,12 @@ static FLAGS: Flags = Flags {
     invalidations_at_load: Cell::new(0),
 };
 
-/// Registers the invalidation callbacks; called once per backend from `_PG_init`.
+/// Registers the relcache invalidation callback; called once per backend from `_PG_init` (the
+/// transaction events come through [`crate::xact`]).
 pub fn init() {
-    // SAFETY: registering C callbacks with PostgreSQL; pgrx has no safe wrapper for these.
+    // SAFETY: registering a C callback with PostgreSQL; pgrx has no safe wrapper for it.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0));
-        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
     }
 }
 
@@ -92,21 +91,9 @@ fn drop_cache() {
     });
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+/// The pricing cache's step of a transaction event (see [`crate::xact`] for the order).
+pub(crate) fn on_xact(event: pg_sys::XactEvent::Type) {
     use pg_sys::XactEvent::*;
-    if matches!(
-        event,
-        XACT_EVENT_COMMIT
-            | XACT_EVENT_PARALLEL_COMMIT
-            | XACT_EVENT_ABORT
-            | XACT_EVENT_PARALLEL_ABORT
-    ) {
-        crate::stats::flush();
-    }
     match event {
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
             if FLAGS.dirty.get() {
@@ -131,13 +118,8 @@ unsafe extern "C-unwind" fn xact_callback(
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
-    event: pg_sys::SubXactEvent::Type,
-    _my: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
+/// The pricing cache's step of a subtransaction event.
+pub(crate) fn on_subxact(event: pg_sys::SubXactEvent::Type) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB && FLAGS.dirty.get() {
         drop_cache();
     }
