@@ -2,7 +2,7 @@
 //! helpers the SQL functions in `sql/cache.sql` call. The cache logic itself is SQL.
 
 use crate::error::{raise, raise_full};
-use crate::json::JsonArg;
+use crate::json::{JsonArg, JsonbDatum, canonical_object};
 use crate::pricing::catalog_for;
 use aicost_core::{Resolved, ServiceTier, cachekey, compute, usage};
 use pgrx::PgSqlErrorCode::*;
@@ -76,16 +76,23 @@ fn tenant_prefix() -> String {
 
 /// Cache key of (namespace, model, request): hex SHA-256 of a canonical form in which key order,
 /// whitespace and number spelling do not matter and every request field does.
+///
+/// The request is canonicalized straight from jsonb's binary form (no text round trip); a request
+/// that is not an object, or nests too deep, goes through the parsed path for its error.
 #[pg_extern(stable, parallel_safe)]
 fn ai_cache_key(
     model: Option<&str>,
-    request: Option<JsonArg>,
+    request: Option<JsonbDatum>,
     namespace: default!(Option<&str>, "'default'"),
 ) -> String {
     let model = check_name("model", model);
     let namespace = cache_namespace(namespace);
-    let request = check_request(request.as_ref());
-    cachekey::cache_key(&namespace, &key_model(&model), request)
+    let Some(canon) = request.and_then(canonical_object) else {
+        let parsed = request.map(JsonbDatum::parse);
+        let request = check_request(parsed.as_ref());
+        return cachekey::cache_key(&namespace, &key_model(&model), request);
+    };
+    cachekey::cache_key_of_canonical(&namespace, &key_model(&model), &canon)
 }
 
 #[pg_schema]

@@ -13,6 +13,81 @@ pub(crate) mod tests {
         one::<String>(&format!("SELECT ({sql})::text")).unwrap_or_else(|| "NULL".into())
     }
 
+    /// ai_cache_key canonicalizes the request straight from jsonb's binary form: the key must be
+    /// the one of the parsed document (what 0.3.0's first builds hashed), for tricky and random
+    /// documents alike.
+    #[pg_test]
+    fn cache_key_from_binary_jsonb_equals_the_parsed_one() {
+        use aicost_core::cachekey::cache_key;
+        let check = |doc: &str| {
+            let got = Spi::get_one_with_args::<String>(
+                "SELECT ai_cache_key('m-test', $1::jsonb, 'ns')",
+                &[doc.into()],
+            )
+            .unwrap()
+            .unwrap();
+            let printed = Spi::get_one_with_args::<String>("SELECT $1::jsonb::text", &[doc.into()])
+                .unwrap()
+                .unwrap();
+            let want = cache_key("ns", "m-test", &serde_json::from_str(&printed).unwrap());
+            assert_eq!(got, want, "{doc}");
+        };
+        for doc in [
+            r#"{}"#,
+            r#"{"a": [], "b": {}, "c": null, "d": true, "e": false}"#,
+            r#"{"a": 1, "a!": 2, "a\"": 3, "a#": 4, "ab": 5, "b": 6, "": 7, "\\": 8}"#,
+            r#"{"x\ny": "tab\there", "\u0001": "\u001f", "é": "ü", "😀": ["\u00e9"]}"#,
+            r#"{"n": [1.0, 1.00, 1e2, -0.0, 0.50, 1E-3, 123456789012345678901234567890.5]}"#,
+            r#"{"n": [1.000000000000000000000000000000000001, -7, 3.14159]}"#,
+            r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}"#,
+            r#"{"deep": [[[[[[{"a": [[{"b": {"c": [1, [2, [3]]]}}]]}]]]]]]}"#,
+        ] {
+            check(doc);
+        }
+        // Random documents (a fixed seed: a failure reproduces).
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        fn random_value(next: &mut dyn FnMut() -> u64, depth: u32) -> serde_json::Value {
+            use serde_json::Value;
+            let pick = next() % if depth > 4 { 4 } else { 6 };
+            let s = |n: u64| -> String {
+                const CH: [&str; 10] = ["a", "b", "\"", "\\", "\n", "é", "!", "#", "\u{1}", "z"];
+                (0..n % 5)
+                    .map(|i| CH[((n >> (i * 4)) % 10) as usize])
+                    .collect()
+            };
+            match pick {
+                0 => Value::Null,
+                1 => Value::Bool(next().is_multiple_of(2)),
+                2 => serde_json::from_str(&format!("{}.{}", next() % 1000, next() % 100)).unwrap(),
+                3 => Value::String(s(next())),
+                4 => Value::Array(
+                    (0..next() % 4)
+                        .map(|_| random_value(next, depth + 1))
+                        .collect(),
+                ),
+                _ => Value::Object(
+                    (0..next() % 5)
+                        .map(|_| (s(next()), random_value(next, depth + 1)))
+                        .collect(),
+                ),
+            }
+        }
+        for _ in 0..300 {
+            let mut doc = serde_json::Map::new();
+            for _ in 0..(next() % 4) {
+                let k = format!("k{}", next() % 7);
+                doc.insert(k, random_value(&mut next, 0));
+            }
+            check(&serde_json::Value::Object(doc).to_string());
+        }
+    }
+
     #[pg_test]
     fn default_catalog_is_loaded_by_create_extension() {
         assert_eq!(text("ai_cost('gpt-4o', 1000, 500)"), "0.0075");

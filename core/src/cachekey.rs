@@ -49,7 +49,8 @@ pub fn canonicalize(v: &Value, out: &mut String) {
     }
 }
 
-fn canonical_number(text: &str, out: &mut String) {
+/// Appends the canonical form of a JSON number given as its text.
+pub fn canonical_number(text: &str, out: &mut String) {
     let d = Decimal::from_str(text).or_else(|_| Decimal::from_scientific(text));
     match d {
         Ok(d) => {
@@ -66,7 +67,8 @@ fn canonical_number(text: &str, out: &mut String) {
     }
 }
 
-fn canonical_string(s: &str, out: &mut String) {
+/// Appends a string as canonical JSON (quoted, minimal escapes).
+pub fn canonical_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -88,6 +90,12 @@ fn canonical_string(s: &str, out: &mut String) {
 pub fn cache_key(namespace: &str, model: &str, request: &Value) -> String {
     let mut canon = String::with_capacity(256);
     canonicalize(request, &mut canon);
+    cache_key_of_canonical(namespace, model, &canon)
+}
+
+/// The cache key of a request already in canonical form (see [`canonicalize`]): what
+/// [`cache_key`] hashes, for callers that canonicalize another representation of the same JSON.
+pub fn cache_key_of_canonical(namespace: &str, model: &str, canon: &str) -> String {
     let mut h = Sha256::new();
     h.update(KEY_VERSION);
     for part in [namespace, model] {
