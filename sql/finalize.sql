@@ -101,7 +101,8 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_rate_limit_check(text, text, bigint),
     -- called by the views as the querying role
     aicost._visible(text), aicost._tenant_org(), aicost._guc(text), aicost._cache_ns_prefix(),
-    aicost._period_start(text, text, timestamptz), aicost._period_end(text, text, timestamptz)
+    aicost._period_start(text, text, timestamptz), aicost._period_end(text, text, timestamptz),
+    aicost._budget_state(numeric, numeric, numeric, numeric, numeric, numeric, numeric)
 TO aicost_app, aicost_reader;
 -- aicost_app: what writes per request (cache entries and statistics, reservations)
 GRANT EXECUTE ON FUNCTION

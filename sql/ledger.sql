@@ -427,11 +427,28 @@ $$;
 COMMENT ON FUNCTION aicost._rate_count(aicost.usage) IS 'Internal: counts a ledger row against every covering rate limit window; AC002 past a limit';
 
 -- Whether the budget of a scope is at or above its throttle threshold in the period of p_at.
+-- The one rule for a budget's state, used by ai_budget_check(), aicost.budget_status and the
+-- rate limits' throttle: with p = spent + reserved + estimate, 'deny' when p would pass the hard
+-- limit or nothing is left, else 'throttle' and 'alert' at their thresholds. Exact: p * 100 is
+-- compared with amount * pct (no division).
+CREATE FUNCTION aicost._budget_state(p_amount numeric, p_alert_pct numeric, p_throttle_pct numeric,
+                                     p_hard_pct numeric, p_spent numeric, p_reserved numeric,
+                                     p_estimate numeric) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN (p_spent + p_reserved + p_estimate) * 100 > p_amount * p_hard_pct
+                  OR (p_spent + p_reserved) * 100 >= p_amount * p_hard_pct THEN 'deny'
+                WHEN (p_spent + p_reserved + p_estimate) * 100 >= p_amount * p_throttle_pct THEN 'throttle'
+                WHEN (p_spent + p_reserved + p_estimate) * 100 >= p_amount * p_alert_pct THEN 'alert'
+                ELSE 'ok' END
+$$;
+COMMENT ON FUNCTION aicost._budget_state(numeric, numeric, numeric, numeric, numeric, numeric, numeric) IS 'Internal: a budget''s state (ok, alert, throttle, deny) for spent, reserved and an estimate: the one rule';
+
 CREATE FUNCTION aicost._throttled(p_scope text, p_scope_id text, p_at timestamptz) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN (SELECT coalesce(bool_or(aicost._spent(b.budget_id, aicost._period_start(b.period, b.time_zone, p_at))
-                                    >= b.amount * b.throttle_pct / 100), false)
+    RETURN (SELECT coalesce(bool_or(aicost._budget_state(b.amount, b.alert_pct, b.throttle_pct, b.hard_pct,
+                                                         aicost._spent(b.budget_id, aicost._period_start(b.period, b.time_zone, p_at)),
+                                                         0, 0) IN ('throttle', 'deny')), false)
               FROM aicost.budgets b
              WHERE b.scope = p_scope AND b.scope_id = p_scope_id);
 END
@@ -645,7 +662,6 @@ LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
     b aicost.budgets;
-    v_projected numeric;
 BEGIN
     PERFORM aicost._check_scope(ai_budget_check.scope, ai_budget_check.scope_id);
     PERFORM aicost._check_money('estimated_cost', estimated_cost);
@@ -662,11 +678,7 @@ BEGIN
     reserved := aicost._reserved(b.budget_id, period_start);
     limit_usd := trim_scale(b.amount * b.hard_pct / 100);
     remaining := trim_scale(greatest(limit_usd - spent - reserved, 0));
-    v_projected := spent + reserved + estimated_cost;
-    state := CASE WHEN v_projected > limit_usd THEN 'deny'
-                  WHEN v_projected >= trim_scale(b.amount * b.throttle_pct / 100) THEN 'throttle'
-                  WHEN v_projected >= trim_scale(b.amount * b.alert_pct / 100) THEN 'alert'
-                  ELSE 'ok' END;
+    state := aicost._budget_state(b.amount, b.alert_pct, b.throttle_pct, b.hard_pct, spent, reserved, estimated_cost);
 END
 $$;
 COMMENT ON FUNCTION ai_budget_check(text, text, numeric) IS 'Pre-flight check: ok, alert, throttle or deny if estimated_cost were spent now, with the money remaining (reservations count)';
@@ -916,10 +928,7 @@ SELECT b.budget_id, b.scope, b.scope_id, b.period, p.period_start,
        r.reserved,
        trim_scale(greatest(b.amount * b.hard_pct / 100 - s.spent - r.reserved, 0)) AS remaining,
        round(100 * s.spent / nullif(b.amount, 0), 2) AS percent,
-       CASE WHEN s.spent + r.reserved >= trim_scale(b.amount * b.hard_pct / 100) THEN 'deny'
-            WHEN s.spent >= trim_scale(b.amount * b.throttle_pct / 100) THEN 'throttle'
-            WHEN s.spent >= trim_scale(b.amount * b.alert_pct / 100) THEN 'alert'
-            ELSE 'ok' END AS state,
+       aicost._budget_state(b.amount, b.alert_pct, b.throttle_pct, b.hard_pct, s.spent, r.reserved, 0) AS state,
        b.org_id
   FROM aicost.budgets b
  CROSS JOIN LATERAL (SELECT aicost._period_start(b.period, b.time_zone, now()) AS period_start) p

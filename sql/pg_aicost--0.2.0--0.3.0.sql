@@ -830,6 +830,33 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.ai_budget_set(text, text, numeric, text, numeric, numeric, numeric, text, text) IS 'Creates or changes the budget (USD per period) of an org, team, user or api_key (of org org_id, or shared when NULL), with alert, throttle and hard-stop percentages';
 
+-- The one rule for a budget's state, used by ai_budget_check(), aicost.budget_status and the
+-- rate limits' throttle: with p = spent + reserved + estimate, 'deny' when p would pass the hard
+-- limit or nothing is left, else 'throttle' and 'alert' at their thresholds. Exact: p * 100 is
+-- compared with amount * pct (no division).
+CREATE FUNCTION aicost._budget_state(p_amount numeric, p_alert_pct numeric, p_throttle_pct numeric,
+                                     p_hard_pct numeric, p_spent numeric, p_reserved numeric,
+                                     p_estimate numeric) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN (p_spent + p_reserved + p_estimate) * 100 > p_amount * p_hard_pct
+                  OR (p_spent + p_reserved) * 100 >= p_amount * p_hard_pct THEN 'deny'
+                WHEN (p_spent + p_reserved + p_estimate) * 100 >= p_amount * p_throttle_pct THEN 'throttle'
+                WHEN (p_spent + p_reserved + p_estimate) * 100 >= p_amount * p_alert_pct THEN 'alert'
+                ELSE 'ok' END
+$$;
+COMMENT ON FUNCTION aicost._budget_state(numeric, numeric, numeric, numeric, numeric, numeric, numeric) IS 'Internal: a budget''s state (ok, alert, throttle, deny) for spent, reserved and an estimate: the one rule';
+
+CREATE OR REPLACE FUNCTION aicost._throttled(p_scope text, p_scope_id text, p_at timestamptz) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(bool_or(aicost._budget_state(b.amount, b.alert_pct, b.throttle_pct, b.hard_pct,
+                                                         aicost._spent(b.budget_id, aicost._period_start(b.period, b.time_zone, p_at)),
+                                                         0, 0) IN ('throttle', 'deny')), false)
+              FROM aicost.budgets b
+             WHERE b.scope = p_scope AND b.scope_id = p_scope_id);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION @extschema@.ai_budget_check(scope text, scope_id text, estimated_cost numeric DEFAULT 0,
                                 OUT state text, OUT remaining numeric, OUT spent numeric, OUT reserved numeric,
                                 OUT limit_usd numeric, OUT period_start timestamptz, OUT period_end timestamptz)
@@ -837,7 +864,6 @@ LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
     b aicost.budgets;
-    v_projected numeric;
 BEGIN
     PERFORM aicost._check_scope(ai_budget_check.scope, ai_budget_check.scope_id);
     PERFORM aicost._check_money('estimated_cost', estimated_cost);
@@ -854,11 +880,7 @@ BEGIN
     reserved := aicost._reserved(b.budget_id, period_start);
     limit_usd := trim_scale(b.amount * b.hard_pct / 100);
     remaining := trim_scale(greatest(limit_usd - spent - reserved, 0));
-    v_projected := spent + reserved + estimated_cost;
-    state := CASE WHEN v_projected > limit_usd THEN 'deny'
-                  WHEN v_projected >= trim_scale(b.amount * b.throttle_pct / 100) THEN 'throttle'
-                  WHEN v_projected >= trim_scale(b.amount * b.alert_pct / 100) THEN 'alert'
-                  ELSE 'ok' END;
+    state := aicost._budget_state(b.amount, b.alert_pct, b.throttle_pct, b.hard_pct, spent, reserved, estimated_cost);
 END
 $$;
 
@@ -1015,10 +1037,7 @@ SELECT b.budget_id, b.scope, b.scope_id, b.period, p.period_start,
        r.reserved,
        trim_scale(greatest(b.amount * b.hard_pct / 100 - s.spent - r.reserved, 0)) AS remaining,
        round(100 * s.spent / nullif(b.amount, 0), 2) AS percent,
-       CASE WHEN s.spent + r.reserved >= trim_scale(b.amount * b.hard_pct / 100) THEN 'deny'
-            WHEN s.spent >= trim_scale(b.amount * b.throttle_pct / 100) THEN 'throttle'
-            WHEN s.spent >= trim_scale(b.amount * b.alert_pct / 100) THEN 'alert'
-            ELSE 'ok' END AS state,
+       aicost._budget_state(b.amount, b.alert_pct, b.throttle_pct, b.hard_pct, s.spent, r.reserved, 0) AS state,
        b.org_id
   FROM aicost.budgets b
  CROSS JOIN LATERAL (SELECT aicost._period_start(b.period, b.time_zone, now()) AS period_start) p
@@ -1138,7 +1157,8 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_rate_limit_check(text, text, bigint),
     -- called by the views as the querying role
     aicost._visible(text), aicost._tenant_org(), aicost._guc(text), aicost._cache_ns_prefix(),
-    aicost._period_start(text, text, timestamptz), aicost._period_end(text, text, timestamptz)
+    aicost._period_start(text, text, timestamptz), aicost._period_end(text, text, timestamptz),
+    aicost._budget_state(numeric, numeric, numeric, numeric, numeric, numeric, numeric)
 TO aicost_app, aicost_reader;
 -- aicost_app: what writes per request (cache entries and statistics, reservations)
 GRANT EXECUTE ON FUNCTION

@@ -751,7 +751,7 @@ fn plans<R>(f: impl FnOnce(&Plans, &mut pgrx::spi::SpiClient<'_>) -> R) -> R {
                           ORDER BY b.budget_id",
                         &[pg_sys::INT8ARRAYOID.into(), pg_sys::TIMESTAMPTZOID.into()],
                     )
-                    .expect("preparing the budget query")
+                    .or_internal("preparing the budget query")
                     .keep();
                 let upsert = client
                     .prepare_mut(
@@ -765,7 +765,7 @@ fn plans<R>(f: impl FnOnce(&Plans, &mut pgrx::spi::SpiClient<'_>) -> R) -> R {
                             pg_sys::NUMERICOID.into(),
                         ],
                     )
-                    .expect("preparing the spend upsert")
+                    .or_internal("preparing the spend upsert")
                     .keep();
                 *p.borrow_mut() = Some(Plans { budgets, upsert });
             }
@@ -916,15 +916,9 @@ mod aicost {
     > {
         require_shared();
         let amount = amount_units(&cost, false);
-        if let Some(rid) = request_id {
-            // As in per-backend mode: this row's reservations stop counting now.
-            Spi::run_with_args(
-                "UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = $3
-                  WHERE r.budget_id = ANY ($1) AND r.request_id = $2 AND r.settled_at IS NULL",
-                &[budget_ids.clone().into(), rid.into(), usage_id.into()],
-            )
-            .expect("settling reservations");
-        }
+        // The row's reservations were settled by `_charge` (the one settlement rule, SQL's
+        // `_settle_reservations`) before it called this; the arguments stay for the signature.
+        let _ = (request_id, usage_id);
         struct Row {
             id: i64,
             start: i64,
@@ -939,7 +933,7 @@ mod aicost {
             let args: [DatumWithOid<'_>; 2] = [budget_ids.into(), created_at.into()];
             let rows: Vec<Row> = client
                 .select(&p.budgets, None, &args)
-                .expect("reading budgets")
+                .or_internal("reading budgets")
                 .map(|r| Row {
                     id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
                     start: r
@@ -988,7 +982,7 @@ mod aicost {
                     [ids.into(), starts.into(), my_slot().into(), cost.into()];
                 client
                     .update(&p.upsert, None, &args)
-                    .expect("recording spend");
+                    .or_internal("recording spend");
             }
             None
         });
