@@ -189,21 +189,45 @@ impl Drop for LwGuard {
 pub struct SpinLock(AtomicU32);
 
 impl SpinLock {
+    #[inline]
     pub fn lock(&self) -> SpinGuard<'_> {
-        let mut spins = 0u32;
-        while self
+        if self
             .0
             .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            spins += 1;
-            if spins.is_multiple_of(1000) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+            self.lock_contended();
         }
         SpinGuard(self)
+    }
+
+    /// PostgreSQL's own wait for a busy spinlock (s_lock.c): spins, then sleeps of growing length,
+    /// and PANIC "stuck spinlock" if it stays taken for about a minute (its holder can only have
+    /// died holding it, which resets shared memory anyway).
+    #[cold]
+    fn lock_contended(&self) {
+        let mut delay = pg_sys::SpinDelayStatus {
+            spins: 0,
+            delays: 0,
+            cur_delay: 0,
+            file: c"src/shmem.rs".as_ptr(),
+            line: line!() as i32,
+            func: c"SpinLock::lock".as_ptr(),
+        };
+        loop {
+            if self.0.load(Ordering::Relaxed) == 0
+                && self
+                    .0
+                    .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
+            // SAFETY: plain C functions on a local status struct.
+            unsafe { pg_sys::perform_spin_delay(&raw mut delay) };
+        }
+        // SAFETY: as above; adapts spins_per_delay like s_lock does.
+        unsafe { pg_sys::finish_spin_delay(&raw mut delay) };
     }
 }
 
