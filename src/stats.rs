@@ -27,12 +27,8 @@
 //! - money is an exact sum ([`Money`]: two `i128`, dollars and 10^-24 units) under the entry's
 //!   [`SpinLock`], held only for a few integer additions: no allocation, no call that can ERROR,
 //!   never two spinlocks at once;
-//! - a slot is claimed without locks: its state word goes EMPTY→CLAIMED by compare-and-swap (one
-//!   winner), the winner takes an entry, writes the key, then stores READY with Release ordering;
-//!   readers Acquire-load the state and spin while it is CLAIMED (a few stores long). Keys are
-//!   written once, before READY, and never again;
-//! - the capacity is reserved (a counter) before an empty slot is claimed, so a full table never
-//!   claims slots for names it cannot hold and probes for them stay short;
+//! - the tables are `aicost_core::shtable` tables: lock-free claims of slots and entries, keys
+//!   written once before publication (the rules are in that module);
 //! - `aicost.stat_reset()` stores zero into each counter; increments racing with it may be lost or
 //!   survive it (as with pg_stat_statements_reset).
 //!
@@ -42,12 +38,13 @@
 
 use crate::shmem::{self, SpinLock, database};
 use aicost_core::Decimal;
+use aicost_core::shtable::{Entry, MUL, Slot, Table, TableHeader, fmix64, hash_bytes, n_slots};
 use pgrx::AnyNumeric;
 use pgrx::prelude::*;
 use std::cell::UnsafeCell;
 use std::str::FromStr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64};
 
 /// Catalog-cache events counted in `aicost.stat_cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -488,152 +485,7 @@ impl CostSnapshot {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Lock-free fixed-capacity hash tables (see the locking rules at the top)
-
-const EMPTY: u32 = 0;
-const CLAIMED: u32 = 1;
-const READY: u32 = 2;
-
-/// One index slot: `entry` and `hash` are written by the claiming process while the state is
-/// CLAIMED and only read after an Acquire load sees READY.
-#[repr(C)]
-struct Slot {
-    state: AtomicU32,
-    entry: UnsafeCell<u32>,
-    hash: UnsafeCell<u64>,
-}
-
-// SAFETY: the cells are written by one claimer and published with Release (see the rules above).
-unsafe impl Sync for Slot {}
-
-/// A table's size and allocation counters (in the region header).
-#[repr(C)]
-struct TableHeader {
-    /// Entries; set once before the region is published.
-    cap: u32,
-    /// Index slots (a power of two, at least 2 × cap); set once before the region is published.
-    n_slots: u32,
-    /// Entries reserved: claimed slots plus claims in progress. Never above `cap`.
-    reserved: AtomicU32,
-    /// Next entry to hand out (only slot claimers take one, each holding a reservation).
-    next: AtomicU32,
-}
-
-trait Entry {
-    type Key: ?Sized;
-    /// Whether this published entry holds `key` (whose hash matched).
-    fn matches(&self, key: &Self::Key) -> bool;
-    /// Writes the key.
-    ///
-    /// # Safety
-    /// Only by the process that claimed the entry's slot, before it stores READY.
-    unsafe fn set_key(&self, key: &Self::Key);
-}
-
-struct Table<'a, E> {
-    hdr: &'a TableHeader,
-    slots: &'a [Slot],
-    entries: &'a [E],
-}
-
-impl<E> Clone for Table<'_, E> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<E> Copy for Table<'_, E> {}
-
-fn wait_ready(slot: &Slot, mut state: u32) -> u32 {
-    let mut spins = 0u32;
-    while state == CLAIMED {
-        spins += 1;
-        if spins.is_multiple_of(1000) {
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-        state = slot.state.load(Acquire);
-    }
-    state
-}
-
-impl<'a, E: Entry> Table<'a, E> {
-    /// The entry of `key`, claimed if new; None when the table is full.
-    #[inline]
-    fn get_or_insert(&self, key: &E::Key, hash: u64) -> Option<&'a E> {
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        for _ in 0..self.slots.len() {
-            let slot = &self.slots[i];
-            let mut state = slot.state.load(Acquire);
-            if state == EMPTY {
-                // The key is not in the table (probes never skip an empty slot): claim this one.
-                if !self.reserve() {
-                    return None;
-                }
-                match slot
-                    .state
-                    .compare_exchange(EMPTY, CLAIMED, Acquire, Acquire)
-                {
-                    Ok(_) => return self.publish(slot, key, hash),
-                    Err(now) => {
-                        // Another process claimed it first (maybe for the same key): look at it.
-                        self.hdr.reserved.fetch_sub(1, Relaxed);
-                        state = now;
-                    }
-                }
-            }
-            wait_ready(slot, state);
-            // SAFETY: READY was loaded with Acquire: entry and hash are written and frozen.
-            let (h, t) = unsafe { (*slot.hash.get(), *slot.entry.get()) };
-            if h == hash
-                && let Some(e) = self.entries.get(t as usize)
-                && e.matches(key)
-            {
-                return Some(e);
-            }
-            i = (i + 1) & mask;
-        }
-        None
-    }
-
-    fn reserve(&self) -> bool {
-        let cap = self.hdr.cap;
-        self.hdr
-            .reserved
-            .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
-            .is_ok()
-    }
-
-    /// Gives the slot this process claimed an entry holding `key`, and publishes it.
-    fn publish(&self, slot: &Slot, key: &E::Key, hash: u64) -> Option<&'a E> {
-        let t = self.hdr.next.fetch_add(1, Relaxed);
-        // Cannot fail: each claimer holds one of at most `cap` reservations.
-        let Some(e) = self.entries.get(t as usize) else {
-            slot.state.store(EMPTY, Release);
-            return None;
-        };
-        // SAFETY: this process claimed the slot (EMPTY→CLAIMED) and entry t was never handed out.
-        unsafe {
-            e.set_key(key);
-            *slot.entry.get() = t;
-            *slot.hash.get() = hash;
-        }
-        slot.state.store(READY, Release);
-        Some(e)
-    }
-
-    /// The published entries, in index order.
-    fn entries(&self) -> impl Iterator<Item = &'a E> + 'a {
-        let (slots, entries) = (self.slots, self.entries);
-        slots.iter().filter_map(move |s| {
-            (s.state.load(Acquire) == READY)
-                // SAFETY: READY was loaded with Acquire: entry is written and frozen.
-                .then(|| entries.get(unsafe { *s.entry.get() } as usize))
-                .flatten()
-        })
-    }
-}
+// Entries of the two tables (the table itself: `aicost_core::shtable`)
 
 /// Bytes of a model name kept in its entry; longer names keep a prefix, their length and the hash
 /// of the whole name, so distinct long names merge only on a 64-bit hash collision.
@@ -741,46 +593,14 @@ impl Entry for BudgetEntry {
     }
 }
 
-const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// MurmurHash3's 64-bit finalizer.
-#[inline]
-fn fmix64(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-/// A deterministic hash of a name, the same in every process: 8 bytes per step, then MurmurHash3's
-/// finalizer (byte-at-a-time FNV-1a is several times slower on model names).
-#[inline]
-fn hash_name(name: &str) -> u64 {
-    let b = name.as_bytes();
-    let mut h = (b.len() as u64).wrapping_mul(MUL);
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w))
-            .wrapping_mul(MUL)
-            .rotate_left(29);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(w))
-            .wrapping_mul(MUL)
-            .rotate_left(29);
-    }
-    fmix64(h)
-}
-
 #[inline]
 fn hash_budget(id: (u32, i64)) -> u64 {
     fmix64(id.1.cast_unsigned().wrapping_mul(MUL) ^ u64::from(id.0))
+}
+
+#[inline]
+fn hash_name(name: &str) -> u64 {
+    hash_bytes(name.as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -805,10 +625,6 @@ struct RegionLayout {
     budget_slots: usize,
     budget_entries: usize,
     size: usize,
-}
-
-fn n_slots(cap: u32) -> u32 {
-    (cap.max(1) * 2).next_power_of_two()
 }
 
 fn layout(model_cap: u32, budget_cap: u32) -> RegionLayout {
@@ -878,22 +694,19 @@ unsafe fn region_at(base: *mut u8) -> Region {
         let part = |off: usize| base.add(off);
         Region {
             hdr,
-            models: Table {
-                hdr: &hdr.models,
-                slots: std::slice::from_raw_parts(
-                    part(l.model_slots).cast(),
-                    hdr.models.n_slots as usize,
-                ),
-                entries: std::slice::from_raw_parts(part(l.model_entries).cast(), mc as usize),
-            },
-            budgets: Table {
-                hdr: &hdr.budgets,
-                slots: std::slice::from_raw_parts(
+            models: Table::new(
+                &hdr.models,
+                std::slice::from_raw_parts(part(l.model_slots).cast(), hdr.models.n_slots as usize),
+                std::slice::from_raw_parts(part(l.model_entries).cast(), mc as usize),
+            ),
+            budgets: Table::new(
+                &hdr.budgets,
+                std::slice::from_raw_parts(
                     part(l.budget_slots).cast(),
                     hdr.budgets.n_slots as usize,
                 ),
-                entries: std::slice::from_raw_parts(part(l.budget_entries).cast(), bc as usize),
-            },
+                std::slice::from_raw_parts(part(l.budget_entries).cast(), bc as usize),
+            ),
         }
     }
 }

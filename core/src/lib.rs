@@ -15,6 +15,7 @@ pub mod cost;
 pub mod frozen;
 pub mod limits;
 pub mod litellm;
+pub mod shtable;
 pub mod usage;
 
 pub use catalog::{Catalog, MatchKind, Model, PriceVersion, Resolved};
