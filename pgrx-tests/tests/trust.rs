@@ -243,7 +243,8 @@ fn role_matrix() {
             ADMIN_ONLY,
         ),
         (
-            "INSERT INTO aicost.usage (model, in_tokens, out_tokens, budget_ids) VALUES ('gpt-4o', 10, 5, ARRAY[1]::bigint[])",
+            // A recorded row (as a restore writes it): stored as already accounted.
+            "INSERT INTO aicost.usage (model, in_tokens, out_tokens, cost, budget_ids) VALUES ('gpt-4o', 10, 5, 0.000075, '{}'::bigint[])",
             ADMIN_ONLY,
         ),
         (
