@@ -56,8 +56,9 @@ test-it: install
 	$(PGENV) AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip perbackend_
 	@$(CLUSTER) stop
 
-# pg_upgrade (and dump/restore) of a database with pg_aicost from PostgreSQL $(UPGRADE_FROM) to $(UPGRADE_TO).
-UPGRADE_FROM ?= 15
+# pg_upgrade (and dump/restore) of a database with pg_aicost from PostgreSQL $(UPGRADE_FROM) to $(UPGRADE_TO)
+# (15w: the 15.19 wheel; Debian's 15.20 stamps columns with an option the 18.6 wheel rejects).
+UPGRADE_FROM ?= 15w
 UPGRADE_TO ?= 18
 test-upgrade: setup
 	$(MAKE) --no-print-directory install PG=$(UPGRADE_FROM)

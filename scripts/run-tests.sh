@@ -29,7 +29,7 @@ else
   for pg in ${AICOST_IT_VERSIONS:-15 18}; do
     run make --no-print-directory test-it PG=$pg
   done
-  run make --no-print-directory test-upgrade UPGRADE_FROM=15 UPGRADE_TO=18
+  run make --no-print-directory test-upgrade UPGRADE_FROM=15w UPGRADE_TO=18
   # Last: it installs the .deb over the development build of 15 and removes it again.
   run make --no-print-directory test-package
 fi
