@@ -11,6 +11,7 @@ COMMENT ON FUNCTION aicost._cache_model(text) IS 'Internal: the model name store
 COMMENT ON FUNCTION aicost._response_cost(text, jsonb) IS 'Internal: cost of producing a response from its usage object, NULL when it cannot be priced';
 COMMENT ON FUNCTION aicost._ledger_price(text, bigint, bigint, bigint, bigint, bigint, text, timestamptz, boolean) IS 'Internal: cost and price versions of a ledger row (NULLs for an unknown model when unpriced_ok)';
 COMMENT ON FUNCTION aicost._usage_counts(jsonb) IS 'Internal: {in, out, cached, cache_write, cache_write_1h} token counts of a provider usage object';
+COMMENT ON FUNCTION aicost._may_record() IS 'Internal: whether the acting role may give a usage row cost, cache_hit, price_ids or budget_ids (INSERT on aicost.usage.budget_ids: admins and superusers)';
 COMMENT ON FUNCTION aicost._ledger_mark_recorded(bigint) IS 'Internal: marks the ledger row being inserted as recorded (given its budget_ids by a restore): nothing is charged for it';
 COMMENT ON FUNCTION aicost._ledger_take_recorded(bigint) IS 'Internal: the ledger AFTER INSERT trigger''s WHEN clause: whether the row just written was marked recorded';
 COMMENT ON FUNCTION aicost._ledger_maintenance() IS 'Internal: whether ai_reprice_unpriced() is updating ledger rows in this transaction (read through the library, never a placeholder)';

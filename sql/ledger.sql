@@ -200,7 +200,7 @@ SELECT pg_catalog.pg_extension_config_dump('aicost.rate_counters', '');
 COMMENT ON FUNCTION aicost._shmem_budgets() IS 'Internal: whether budgets are admitted in shared memory (pg_aicost preloaded, not a standby)';
 COMMENT ON FUNCTION aicost._stat_budget(bigint, text) IS 'Internal: counts a budget event (check, reservation, charge, denial, alert) for aicost.stat_budget';
 COMMENT ON FUNCTION aicost._admit_shared(bigint, timestamptz, numeric, boolean) IS 'Internal: shared-memory admission of a reservation against a budget period''s hard limit (AC001)';
-COMMENT ON FUNCTION aicost._charge_shared(bigint[], numeric, timestamptz, text, bigint) IS 'Internal: shared-memory mode charge of a ledger row: settles its reservations, admits its cost against each hard limit (AC001), adds it to this backend''s spend rows, records alerts';
+COMMENT ON FUNCTION aicost._charge_shared(bigint[], numeric, timestamptz, text, bigint) IS 'Internal: shared-memory mode charge of a ledger row (whose reservations _charge settled): admits its cost against each hard limit (AC001), adds it to this backend''s spend rows, records alerts';
 
 -- Budget periods are calendar periods in the budget's time zone.
 CREATE FUNCTION aicost._period_start(p_period text, p_tz text, p_at timestamptz) RETURNS timestamptz
@@ -464,6 +464,21 @@ DECLARE
     v_mode text := aicost._guc('aicost.ledger_unknown_model');
     v_org text := aicost._tenant_org();
 BEGIN
+    -- A role confined to an org records usage for that org only.
+    IF v_org IS NOT NULL THEN
+        IF NEW.org_id IS DISTINCT FROM v_org AND NEW.org_id IS NOT NULL THEN
+            RAISE EXCEPTION 'this role records usage for org "%" only, not "%"', v_org, NEW.org_id
+                USING ERRCODE = 'insufficient_privilege', HINT = 'Leave org_id out: it is filled in.';
+        END IF;
+        NEW.org_id := v_org;
+    END IF;
+    -- The extension's own columns come only from roles that may write them (a column privilege
+    -- is not checked for a value that comes from a default, e.g. of a view over this table).
+    IF (NEW.budget_ids IS NOT NULL OR NEW.cost IS NOT NULL OR NEW.cache_hit OR NEW.price_ids IS NOT NULL)
+       AND NOT aicost._may_record() THEN
+        RAISE EXCEPTION 'permission denied to set cost, cache_hit, price_ids or budget_ids of a usage row'
+            USING ERRCODE = 'insufficient_privilege', HINT = 'They are the extension''s: leave them out.';
+    END IF;
     -- A row that comes with its budget_ids (a pg_dump restore, a copy of another ledger; only
     -- admins may write the column) was priced and charged where it was first recorded: it is
     -- stored as it is, and charges, counts and settles nothing (see the AFTER trigger's WHEN).
@@ -477,14 +492,6 @@ BEGIN
     END IF;
     -- The budgets charged, decided below: '{}' rather than NULL, so a restore knows the row.
     NEW.budget_ids := '{}';
-    -- A role confined to an org records usage for that org only.
-    IF v_org IS NOT NULL THEN
-        IF NEW.org_id IS DISTINCT FROM v_org AND NEW.org_id IS NOT NULL THEN
-            RAISE EXCEPTION 'this role records usage for org "%" only, not "%"', v_org, NEW.org_id
-                USING ERRCODE = 'insufficient_privilege', HINT = 'Leave org_id out: it is filled in.';
-        END IF;
-        NEW.org_id := v_org;
-    END IF;
     PERFORM aicost._check_id('org_id', NEW.org_id), aicost._check_id('team_id', NEW.team_id),
             aicost._check_id('user_id', NEW.user_id), aicost._check_id('api_key_id', NEW.api_key_id),
             aicost._check_id('request_id', NEW.request_id);

@@ -66,6 +66,11 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_check_created_at_wrapper';
 
+CREATE  FUNCTION aicost."_may_record"() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_may_record_wrapper';
+
 CREATE  FUNCTION aicost."_ledger_mark_recorded"(
 	"usage_id" bigint /* i64 */
 ) RETURNS void
@@ -647,6 +652,21 @@ DECLARE
     v_mode text := aicost._guc('aicost.ledger_unknown_model');
     v_org text := aicost._tenant_org();
 BEGIN
+    -- A role confined to an org records usage for that org only.
+    IF v_org IS NOT NULL THEN
+        IF NEW.org_id IS DISTINCT FROM v_org AND NEW.org_id IS NOT NULL THEN
+            RAISE EXCEPTION 'this role records usage for org "%" only, not "%"', v_org, NEW.org_id
+                USING ERRCODE = 'insufficient_privilege', HINT = 'Leave org_id out: it is filled in.';
+        END IF;
+        NEW.org_id := v_org;
+    END IF;
+    -- The extension's own columns come only from roles that may write them (a column privilege
+    -- is not checked for a value that comes from a default, e.g. of a view over this table).
+    IF (NEW.budget_ids IS NOT NULL OR NEW.cost IS NOT NULL OR NEW.cache_hit OR NEW.price_ids IS NOT NULL)
+       AND NOT aicost._may_record() THEN
+        RAISE EXCEPTION 'permission denied to set cost, cache_hit, price_ids or budget_ids of a usage row'
+            USING ERRCODE = 'insufficient_privilege', HINT = 'They are the extension''s: leave them out.';
+    END IF;
     -- A row that comes with its budget_ids (a pg_dump restore, a copy of another ledger; only
     -- admins may write the column) was priced and charged where it was first recorded: it is
     -- stored as it is, and charges, counts and settles nothing (see the AFTER trigger's WHEN).
@@ -660,14 +680,6 @@ BEGIN
     END IF;
     -- The budgets charged, decided below: '{}' rather than NULL, so a restore knows the row.
     NEW.budget_ids := '{}';
-    -- A role confined to an org records usage for that org only.
-    IF v_org IS NOT NULL THEN
-        IF NEW.org_id IS DISTINCT FROM v_org AND NEW.org_id IS NOT NULL THEN
-            RAISE EXCEPTION 'this role records usage for org "%" only, not "%"', v_org, NEW.org_id
-                USING ERRCODE = 'insufficient_privilege', HINT = 'Leave org_id out: it is filled in.';
-        END IF;
-        NEW.org_id := v_org;
-    END IF;
     PERFORM aicost._check_id('org_id', NEW.org_id), aicost._check_id('team_id', NEW.team_id),
             aicost._check_id('user_id', NEW.user_id), aicost._check_id('api_key_id', NEW.api_key_id),
             aicost._check_id('request_id', NEW.request_id);
@@ -1069,6 +1081,8 @@ COMMENT ON VIEW aicost.my_usage IS 'The ledger rows the acting role may read: it
 
 COMMENT ON FUNCTION aicost.stat_reset() IS 'Zeroes the statistics of aicost.stat_cost, aicost.stat_cache and aicost.stat_budget (with ai_cache_stats_reset() for the response cache); the counter reset is not undone by ROLLBACK; superusers and aicost_admin only';
 
+COMMENT ON FUNCTION aicost._charge_shared(bigint[], numeric, timestamptz, text, bigint) IS 'Internal: shared-memory mode charge of a ledger row (whose reservations _charge settled): admits its cost against each hard limit (AC001), adds it to this backend''s spend rows, records alerts';
+COMMENT ON FUNCTION aicost._may_record() IS 'Internal: whether the acting role may give a usage row cost, cache_hit, price_ids or budget_ids (INSERT on aicost.usage.budget_ids: admins and superusers)';
 COMMENT ON FUNCTION aicost._ledger_mark_recorded(bigint) IS 'Internal: marks the ledger row being inserted as recorded (given its budget_ids by a restore): nothing is charged for it';
 COMMENT ON FUNCTION aicost._ledger_take_recorded(bigint) IS 'Internal: the ledger AFTER INSERT trigger''s WHEN clause: whether the row just written was marked recorded';
 COMMENT ON FUNCTION aicost._ledger_maintenance() IS 'Internal: whether ai_reprice_unpriced() is updating ledger rows in this transaction (read through the library, never a placeholder)';

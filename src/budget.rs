@@ -729,6 +729,14 @@ fn denial(budget_id: i64, period_start: i64, d: &Denied, amount: Units) -> Denia
     ))
 }
 
+/// Whether `aicost.budget_reservations` has 0.3.0's `org_id` (and so its SQL settles
+/// reservations itself): a syscache lookup, no query.
+fn reservations_have_orgs() -> bool {
+    let relid = crate::security::relid(c"budget_reservations");
+    // SAFETY: a syscache lookup by oid and name.
+    unsafe { pg_sys::get_attnum(relid, c"org_id".as_ptr()) != pg_sys::InvalidAttrNumber as i16 }
+}
+
 fn timestamptz(t: i64) -> TimestampWithTimeZone {
     // SAFETY: a timestamptz datum is its i64 value.
     unsafe { TimestampWithTimeZone::from_datum(pg_sys::Datum::from(t), false) }
@@ -917,8 +925,19 @@ mod aicost {
         require_shared();
         let amount = amount_units(&cost, false);
         // The row's reservations were settled by `_charge` (the one settlement rule, SQL's
-        // `_settle_reservations`) before it called this; the arguments stay for the signature.
-        let _ = (request_id, usage_id);
+        // `_settle_reservations`) before it called this, unless the database still runs 0.2.0's
+        // SQL (the library was updated, ALTER EXTENSION UPDATE not yet run), whose `_charge` left
+        // settling to this function: then settle as 0.2.0 did.
+        if let Some(rid) = request_id
+            && !reservations_have_orgs()
+        {
+            Spi::run_with_args(
+                "UPDATE aicost.budget_reservations r SET settled_at = clock_timestamp(), usage_id = $3
+                  WHERE r.budget_id = ANY ($1) AND r.request_id = $2 AND r.settled_at IS NULL",
+                &[budget_ids.clone().into(), rid.into(), usage_id.into()],
+            )
+            .or_internal("settling reservations");
+        }
         struct Row {
             id: i64,
             start: i64,

@@ -112,7 +112,7 @@ unsafe impl SqlTranslatable for JsonbDatum {
         Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
 }
 
-/// Deepest nesting walked, as serde_json's limit for [`JsonArg`].
+/// serde_json's nesting limit for [`JsonArg`]: at most 127 nested arrays and objects.
 const MAX_DEPTH: usize = 128;
 
 /// The canonical JSON text (`aicost_core::cachekey::canonicalize`) of a jsonb whose top level is an
@@ -183,12 +183,14 @@ impl Walker {
         use pg_sys::JsonbIteratorToken::*;
         match tok {
             WJB_BEGIN_OBJECT => {
-                if depth >= MAX_DEPTH {
+                if depth + 1 >= MAX_DEPTH {
                     return false;
                 }
-                // jsonb sorts keys by length first, `canonicalize` bytewise: the values are
-                // written in jsonb's order, then moved into key order. Keys point into the
-                // document (alive for the whole call).
+                // Members are written as `"key":value` in jsonb's order (keys by length first),
+                // then moved into `canonicalize`'s bytewise key order only if that differs (so a
+                // deep chain of one-member objects is never copied). Keys point into the document
+                // (alive for the whole call).
+                out.push('{');
                 let p0 = out.len();
                 let mut members: Vec<(&[u8], std::ops::Range<usize>)> = Vec::new();
                 // SAFETY (the calls below): as this function's. Members end at WJB_END_OBJECT.
@@ -198,29 +200,33 @@ impl Walker {
                         let k = self.v.val.string;
                         std::slice::from_raw_parts(k.val.cast::<u8>(), k.len as usize)
                     };
-                    let t = unsafe { self.next() };
+                    if !members.is_empty() {
+                        out.push(',');
+                    }
                     let start = out.len();
+                    // SAFETY: jsonb keys are valid UTF-8.
+                    canonical_string(unsafe { std::str::from_utf8_unchecked(key) }, out);
+                    out.push(':');
+                    let t = unsafe { self.next() };
                     if !unsafe { self.value(t, out, depth + 1) } {
                         return false;
                     }
                     members.push((key, start..out.len()));
                 }
-                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                let values = out.split_off(p0);
-                out.push('{');
-                for (i, (k, r)) in members.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
+                if !members.is_sorted_by(|a, b| a.0 <= b.0) {
+                    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    let written = out.split_off(p0);
+                    for (i, (_, r)) in members.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&written[r.start - p0..r.end - p0]);
                     }
-                    // SAFETY: jsonb keys are valid UTF-8.
-                    canonical_string(unsafe { std::str::from_utf8_unchecked(k) }, out);
-                    out.push(':');
-                    out.push_str(&values[r.start - p0..r.end - p0]);
                 }
                 out.push('}');
             }
             WJB_BEGIN_ARRAY => {
-                if depth >= MAX_DEPTH {
+                if depth + 1 >= MAX_DEPTH {
                     return false;
                 }
                 out.push('[');

@@ -68,6 +68,7 @@ extension_sql_file!(
         security::aicost::_guc,
         security::aicost::_ledger_maintenance,
         security::aicost::_check_created_at,
+        security::aicost::_may_record,
         ledger::aicost::_ledger_price,
         ledger::aicost::_usage_counts,
         ledger::aicost::_ledger_mark_recorded,

@@ -228,6 +228,27 @@ fn check_created_at(created_at: i64) {
 mod aicost {
     use super::*;
 
+    /// Whether the acting role may give a ledger row the extension's own columns (`budget_ids`,
+    /// `cost`, `cache_hit`, `price_ids`): it holds INSERT on `aicost.usage.budget_ids` (admins,
+    /// superusers). Checked in the trigger on the values, because a column privilege is not
+    /// checked for a value that comes from a default (e.g. of a view over the table).
+    #[pg_extern(stable, parallel_safe)]
+    fn _may_record() -> bool {
+        let relid = relid(c"usage");
+        let (role, insert) = (acting_role(), pg_sys::ACL_INSERT as pg_sys::AclMode);
+        // SAFETY: catalog lookups by oid and name; no relation is opened. As has_column_privilege:
+        // the table's privilege (superusers have it) or the column's.
+        unsafe {
+            if pg_sys::pg_class_aclcheck(relid, role, insert) == pg_sys::AclResult::ACLCHECK_OK {
+                return true;
+            }
+            let attnum = pg_sys::get_attnum(relid, c"budget_ids".as_ptr());
+            attnum != pg_sys::InvalidAttrNumber as i16
+                && pg_sys::pg_attribute_aclcheck(relid, attnum, role, insert)
+                    == pg_sys::AclResult::ACLCHECK_OK
+        }
+    }
+
     /// The org the acting role is confined to, NULL when it acts for any org.
     #[pg_extern(stable, parallel_safe)]
     fn _tenant_org() -> Option<String> {

@@ -26,6 +26,11 @@ pub const N_LOCKS: usize = 2;
 const TRANCHE: &CStr = c"pg_aicost";
 
 static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Set on the thread that ran `_PG_init` (the backend's; inherited by forked backends).
+    static PG_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 // Set by the postmaster's startup hook; backends inherit them through fork().
 static mut LOCKS: *mut pg_sys::LWLockPadded = std::ptr::null_mut();
 #[cfg(not(any(feature = "pg13", feature = "pg14")))]
@@ -46,6 +51,7 @@ pub fn preloaded() -> bool {
 
 /// Called from `_PG_init` after the GUCs are defined.
 pub fn init() {
+    PG_THREAD.set(true);
     // SAFETY: reads a postmaster global; installs hooks once, in the postmaster, before forking.
     unsafe {
         if !pg_sys::process_shared_preload_libraries_in_progress {
@@ -214,6 +220,9 @@ impl SpinLock {
             line: line!() as i32,
             func: c"SpinLock::lock".as_ptr(),
         };
+        // PostgreSQL may only be called from the backend's own thread (tests also take these
+        // locks from threads of their own: those just yield).
+        let pg_thread = PG_THREAD.get();
         loop {
             if self.0.load(Ordering::Relaxed) == 0
                 && self
@@ -223,11 +232,17 @@ impl SpinLock {
             {
                 break;
             }
-            // SAFETY: plain C functions on a local status struct.
-            unsafe { pg_sys::perform_spin_delay(&raw mut delay) };
+            if pg_thread {
+                // SAFETY: plain C functions on a local status struct.
+                unsafe { pg_sys::perform_spin_delay(&raw mut delay) };
+            } else {
+                std::thread::yield_now();
+            }
         }
-        // SAFETY: as above; adapts spins_per_delay like s_lock does.
-        unsafe { pg_sys::finish_spin_delay(&raw mut delay) };
+        if pg_thread {
+            // SAFETY: as above; adapts spins_per_delay like s_lock does.
+            unsafe { pg_sys::finish_spin_delay(&raw mut delay) };
+        }
     }
 }
 

@@ -44,6 +44,15 @@ pub(crate) mod tests {
         ] {
             check(doc);
         }
+        // 127 nested containers have a key; 128 are refused (22023), as by the parsed path.
+        let nested = |k: usize| format!("{}1{}", "[".repeat(k), "]".repeat(k));
+        check(&format!("{{\"a\": {}}}", nested(126)));
+        Spi::run(&format!(
+            "DO $$ BEGIN PERFORM ai_cache_key('m', '{{\"a\": {}}}'::jsonb); RAISE 'no error';
+             EXCEPTION WHEN invalid_parameter_value THEN NULL; END $$",
+            nested(127)
+        ))
+        .unwrap();
         // Random documents (a fixed seed: a failure reproduces).
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {

@@ -635,6 +635,52 @@ fn application_role_cannot_change_spend() {
 /// commit, and the alert is recorded and announced once. In shared-memory mode such a crossing is
 /// found at pre-commit, outside every SECURITY DEFINER function: recording it must not need any
 /// privilege of the committing (application) role.
+/// A column privilege is not checked for a value that comes from a default: a role that may read
+/// the ledger (here also an aicost_reader) could give a view over it defaults for the extension's
+/// columns. The trigger refuses those values from a role that may not write them.
+#[test]
+fn a_view_default_cannot_set_the_extensions_columns() {
+    let db = TestDb::new("trust_view_default");
+    let app = LoginRole::new("trust_vd_app", Some("aicost_app, aicost_reader"));
+    let mut su = session(&db);
+    exec(&mut su, "SELECT ai_budget_set('org', 'acme', 100)");
+    let mut a = connect_as(&db, &app.name);
+    for (col, default) in [
+        ("budget_ids", "'{}'::bigint[]"),
+        ("cost", "0"),
+        ("cache_hit", "true"),
+        ("price_ids", "'{1}'::bigint[]"),
+    ] {
+        exec(
+            &mut a,
+            &format!(
+                "DROP VIEW IF EXISTS pg_temp.v; CREATE TEMP VIEW v AS SELECT * FROM aicost.usage;
+                 ALTER VIEW v ALTER COLUMN {col} SET DEFAULT {default}"
+            ),
+        );
+        let e = expect_code(
+            &mut a,
+            "INSERT INTO v (org_id, model, in_tokens, out_tokens) VALUES ('acme', 'gpt-4o', 1000000, 1000000)",
+            "42501",
+        );
+        assert_clean(&e, col);
+    }
+    assert_eq!(count(&mut su, "SELECT count(*) FROM aicost.usage"), 0);
+    // The same insert without the defaults is charged.
+    works(
+        &mut a,
+        "INSERT INTO aicost.usage (org_id, model, in_tokens, out_tokens) VALUES ('acme', 'gpt-4o', 1000000, 1000000)",
+    );
+    assert_eq!(
+        num(
+            &mut su,
+            "SELECT spent FROM aicost.budget_status WHERE scope_id = 'acme'",
+            &[]
+        ),
+        Some(dec("12.5"))
+    );
+}
+
 #[test]
 fn alert_crossed_by_transactions_committing_together() {
     let db = TestDb::new("trust_alert_commit");
