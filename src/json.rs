@@ -42,28 +42,37 @@ impl FromDatum for JsonArg {
     }
 }
 
-unsafe impl<'fcx> ArgAbi<'fcx> for JsonArg {
-    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        // SAFETY: the caller (pgrx's wrapper) passes an argument of this function's jsonb type.
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
+/// The argument plumbing of a Rust type that is `jsonb` in SQL and read by its `FromDatum`.
+macro_rules! jsonb_argument {
+    ($t:ident) => {
+        unsafe impl<'fcx> ArgAbi<'fcx> for $t {
+            unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+                let index = arg.index();
+                // SAFETY: the caller (pgrx's wrapper) passes an argument of this function's jsonb
+                // type.
+                unsafe { arg.unbox_arg_using_from_datum() }
+                    .unwrap_or_else(|| panic!("argument {index} must not be null"))
+            }
 
-    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
-        // SAFETY: as above.
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
+            unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
+                // SAFETY: as above.
+                unsafe { arg.unbox_arg_using_from_datum() }.into()
+            }
+        }
+
+        // SAFETY: the SQL type is jsonb, whose datum FromDatum reads.
+        unsafe impl SqlTranslatable for $t {
+            const TYPE_IDENT: &'static str = concat!(module_path!(), "::", stringify!($t));
+            const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+            const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
+                Ok(SqlMappingRef::literal("jsonb"));
+            const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+                Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+        }
+    };
 }
 
-// SAFETY: the SQL type is jsonb, whose datum FromDatum above reads.
-unsafe impl SqlTranslatable for JsonArg {
-    const TYPE_IDENT: &'static str = concat!(module_path!(), "::JsonArg");
-    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
-}
+jsonb_argument!(JsonArg);
 
 /// A `jsonb` argument left in PostgreSQL's binary form (detoasted on use), for code that walks it
 /// directly instead of printing and re-parsing it (see [`canonical_object`]).
@@ -89,28 +98,7 @@ impl FromDatum for JsonbDatum {
     }
 }
 
-unsafe impl<'fcx> ArgAbi<'fcx> for JsonbDatum {
-    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        let index = arg.index();
-        // SAFETY: the caller (pgrx's wrapper) passes an argument of this function's jsonb type.
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
-    }
-
-    unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
-        // SAFETY: as above.
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
-}
-
-// SAFETY: the SQL type is jsonb, whose datum FromDatum above keeps.
-unsafe impl SqlTranslatable for JsonbDatum {
-    const TYPE_IDENT: &'static str = concat!(module_path!(), "::JsonbDatum");
-    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
-}
+jsonb_argument!(JsonbDatum);
 
 /// serde_json's nesting limit for [`JsonArg`]: at most 127 nested arrays and objects.
 const MAX_DEPTH: usize = 128;

@@ -183,19 +183,9 @@ fn snapshot(c: &mut Client, before_change: &str) -> Vec<(String, String)> {
         ),
         ("audit", "SELECT count(*)::text FROM ai_budget_audit()"),
     ];
-    queries
-        .iter()
-        .map(|(label, sql)| {
-            let r = if sql.contains("$1") {
-                c.query_one(*sql, &[&before_change])
-            } else {
-                c.query_one(*sql, &[])
-            };
-            let v: Option<String> = r
-                .unwrap_or_else(|e| panic!("{label}: {}", common::describe(&e)))
-                .get(0);
-            (label.to_string(), v.unwrap_or_else(|| "<null>".into()))
-        })
+    common::labelled_values(c, &queries, before_change)
+        .into_iter()
+        .map(|(label, v)| (label, v.unwrap_or_else(|| "<null>".into())))
         .collect()
 }
 

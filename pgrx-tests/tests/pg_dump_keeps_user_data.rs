@@ -43,20 +43,7 @@ fn costs(c: &mut Client, before_change: &str) -> Vec<(String, Option<String>)> {
                             cache_write_1h_tokens => 3000)::text",
         ),
     ];
-    queries
-        .iter()
-        .map(|(label, sql)| {
-            let r = if sql.contains("$1") {
-                c.query_one(*sql, &[&before_change])
-            } else {
-                c.query_one(*sql, &[])
-            };
-            let v: Option<String> = r
-                .unwrap_or_else(|e| panic!("{label}: {}", describe(&e)))
-                .get(0);
-            (label.to_string(), v)
-        })
-        .collect()
+    labelled_values(c, &queries, before_change)
 }
 
 fn run(cmd: &mut Command) -> String {

@@ -79,6 +79,28 @@ fn admin() -> Client {
     })
 }
 
+/// Runs labelled queries of one text value each; a query with `$1` gets `param` for it.
+pub fn labelled_values(
+    c: &mut Client,
+    queries: &[(&str, &str)],
+    param: &str,
+) -> Vec<(String, Option<String>)> {
+    queries
+        .iter()
+        .map(|(label, sql)| {
+            let r = if sql.contains("$1") {
+                c.query_one(*sql, &[&param])
+            } else {
+                c.query_one(*sql, &[])
+            };
+            let v: Option<String> = r
+                .unwrap_or_else(|e| panic!("{label}: {}", describe(&e)))
+                .get(0);
+            (label.to_string(), v)
+        })
+        .collect()
+}
+
 /// A database of its own for one test. Dropped when the test passes; kept for inspection when it
 /// fails (and dropped by the next run).
 pub struct TestDb {
