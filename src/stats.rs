@@ -44,7 +44,7 @@ use pgrx::prelude::*;
 use std::cell::UnsafeCell;
 use std::str::FromStr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64};
 
 /// Catalog-cache events counted in `aicost.stat_cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,22 +86,16 @@ const N_BUDGET: usize = 5;
 /// computed from the timed calls.
 pub const LATENCY_SAMPLE_EVERY: u32 = 16;
 
-thread_local! {
-    static CALLS_SINCE_TIMED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
+/// Pricing calls of this process; a plain atomic rather than a thread-local (a backend has one
+/// thread, and thread-locals of a shared library cost a call each).
+static CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// Whether to time the pricing call that starts now (`aicost.track` on, and its turn).
 #[inline]
 pub fn time_this_call() -> bool {
-    CALLS_SINCE_TIMED.with(|c| {
-        let n = c.get();
-        c.set(if n + 1 == LATENCY_SAMPLE_EVERY {
-            0
-        } else {
-            n + 1
-        });
-        n == 0
-    })
+    CALLS
+        .fetch_add(1, Relaxed)
+        .is_multiple_of(LATENCY_SAMPLE_EVERY)
 }
 
 /// One pricing call that returned: `model` is the canonical name (None when the name did not
@@ -119,9 +113,9 @@ pub fn record_cost(
     if !crate::guc::TRACK.get() {
         return;
     }
-    if let Some(r) = region() {
-        r.record_cost(model, in_tokens, out_tokens, cost, elapsed_ns);
-    }
+    let Some(p) = region_base() else { return };
+    // SAFETY: REGION only ever holds initialized regions that are never unmapped.
+    unsafe { record_in_batch(p, model, in_tokens, out_tokens, cost, elapsed_ns) };
 }
 
 /// A pricing call that raised an error (its latency is counted too). Call it before raising.
@@ -143,9 +137,25 @@ pub fn count_catalog(ev: CatalogEvent) {
     if !crate::guc::TRACK.get() {
         return;
     }
-    if let Some(r) = region() {
-        r.hdr.catalog[ev as usize].fetch_add(1, Relaxed);
+    let Some(p) = region_base() else { return };
+    // In the batch, like the calls: one shared counter hit by every call of every backend would
+    // bounce its cache line between CPUs.
+    BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        b.switch_region(p);
+        b.catalog[ev as usize] += 1;
+    });
+}
+
+/// The region's base address, allocating it at this backend's first use in per-backend mode.
+#[inline]
+fn region_base() -> Option<*mut u8> {
+    let p = REGION.load(Acquire);
+    if !p.is_null() {
+        return Some(p);
     }
+    region()?;
+    Some(REGION.load(Acquire))
 }
 
 /// Counts one event of budget `budget_id`.
@@ -352,6 +362,12 @@ struct Batch {
     /// The region the entries belong to.
     region: usize,
     entries: Vec<BatchEntry>,
+    /// Per entry, the address and length of the name last counted to it: callers pass the
+    /// catalog's own string for a model, so the entry is usually found without comparing names
+    /// (the one candidate is still compared, since an address may be reused by a reloaded catalog).
+    seen: Vec<(usize, usize)>,
+    /// Catalog-cache events (`CatalogEvent`), added to the region's header at flush.
+    catalog: [u64; N_CATALOG],
     calls: u64,
 }
 
@@ -399,8 +415,28 @@ impl Batch {
         for e in &mut self.entries {
             e.flush();
         }
+        if self.catalog.iter().any(|&n| n != 0) {
+            // SAFETY: `region` is the base of the initialized, never unmapped region the counts
+            // were taken for (set by `switch_region` whenever a count is added).
+            let hdr = unsafe { region_at(self.region as *mut u8) }.hdr;
+            for (c, n) in hdr.catalog.iter().zip(&mut self.catalog) {
+                if *n != 0 {
+                    c.fetch_add(std::mem::take(n), Relaxed);
+                }
+            }
+        }
         self.entries.clear();
+        self.seen.clear();
         self.calls = 0;
+    }
+
+    /// Flushes the batch if it holds counts of another region, and makes it `base`'s.
+    #[inline]
+    fn switch_region(&mut self, base: *mut u8) {
+        if self.region != base as usize {
+            self.flush();
+            self.region = base as usize;
+        }
     }
 }
 
@@ -650,6 +686,73 @@ struct Region {
     budgets: Table<'static, BudgetEntry>,
 }
 
+/// Adds one call to this backend's batch for region `base`, flushing the batch first if it
+/// belongs to another region. The region is only built (`region_at`) for a model new to the batch.
+///
+/// # Safety
+/// `base` is an initialized region that stays mapped (see [`region_at`]).
+#[inline]
+unsafe fn record_in_batch(
+    base: *mut u8,
+    model: Option<&str>,
+    in_tokens: i64,
+    out_tokens: i64,
+    cost: Option<&Decimal>,
+    elapsed_ns: Option<u64>,
+) {
+    BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        b.switch_region(base);
+        let key = model.map_or((0, 0), |m| (m.as_ptr() as usize, m.len()));
+        let found = match b.seen.iter().position(|&k| k == key) {
+            Some(i) if b.entries[i].name.as_deref() == model => Some(i),
+            _ => b.entries.iter().position(|e| e.name.as_deref() == model),
+        };
+        let i = match found {
+            Some(i) => {
+                b.seen[i] = key;
+                i
+            }
+            None => {
+                if b.entries.len() == BATCH_MODELS {
+                    b.flush();
+                }
+                b.entries.push(BatchEntry {
+                    name: model.map(str::to_owned),
+                    // SAFETY: see the function's contract.
+                    target: unsafe { region_at(base) }.cost_counters(model),
+                    calls: 0,
+                    unpriced: 0,
+                    in_tokens: 0,
+                    out_tokens: 0,
+                    latency_ns: 0,
+                    hist: [0; N_BUCKETS],
+                    money: Money::default(),
+                });
+                b.seen.push(key);
+                b.entries.len() - 1
+            }
+        };
+        let e = &mut b.entries[i];
+        e.calls += 1;
+        e.in_tokens += in_tokens.max(0).cast_unsigned();
+        e.out_tokens += out_tokens.max(0).cast_unsigned();
+        if let Some(ns) = elapsed_ns {
+            e.latency_ns += ns;
+            e.hist[bucket(ns)] += 1;
+        }
+        match cost {
+            None => e.unpriced += 1,
+            Some(d) if !d.is_zero() => e.money.add(Money::from_decimal(d)),
+            Some(_) => {}
+        }
+        b.calls += 1;
+        if b.calls >= BATCH_CALLS {
+            b.flush();
+        }
+    });
+}
+
 /// The region: set by the postmaster's startup hook (inherited through fork) when preloaded, else
 /// at this backend's first use.
 static REGION: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
@@ -751,7 +854,8 @@ fn scope() -> &'static str {
 }
 
 impl Region {
-    #[inline]
+    /// As [`record_cost`], into this region (tests use regions of their own).
+    #[cfg(any(test, feature = "pg_test"))]
     fn record_cost(
         &self,
         model: Option<&str>,
@@ -760,51 +864,9 @@ impl Region {
         cost: Option<&Decimal>,
         elapsed_ns: Option<u64>,
     ) {
-        BATCH.with(|b| {
-            let mut b = b.borrow_mut();
-            let region = std::ptr::from_ref(self.hdr) as usize;
-            if b.region != region {
-                b.flush();
-                b.region = region;
-            }
-            let i = match b.entries.iter().position(|e| e.name.as_deref() == model) {
-                Some(i) => i,
-                None => {
-                    if b.entries.len() == BATCH_MODELS {
-                        b.flush();
-                    }
-                    b.entries.push(BatchEntry {
-                        name: model.map(str::to_owned),
-                        target: self.cost_counters(model),
-                        calls: 0,
-                        unpriced: 0,
-                        in_tokens: 0,
-                        out_tokens: 0,
-                        latency_ns: 0,
-                        hist: [0; N_BUCKETS],
-                        money: Money::default(),
-                    });
-                    b.entries.len() - 1
-                }
-            };
-            let e = &mut b.entries[i];
-            e.calls += 1;
-            e.in_tokens += in_tokens.max(0).cast_unsigned();
-            e.out_tokens += out_tokens.max(0).cast_unsigned();
-            if let Some(ns) = elapsed_ns {
-                e.latency_ns += ns;
-                e.hist[bucket(ns)] += 1;
-            }
-            match cost {
-                None => e.unpriced += 1,
-                Some(d) if !d.is_zero() => e.money.add(Money::from_decimal(d)),
-                Some(_) => {}
-            }
-            b.calls += 1;
-            if b.calls >= BATCH_CALLS {
-                b.flush();
-            }
-        });
+        let base = std::ptr::from_ref(self.hdr).cast_mut().cast::<u8>();
+        // SAFETY: the region of a live Region (its header is at its base).
+        unsafe { record_in_batch(base, model, in_tokens, out_tokens, cost, elapsed_ns) };
     }
 
     #[inline]
@@ -1056,6 +1118,7 @@ mod aicost {
             name!(stats_reset, Option<TimestampWithTimeZone>),
         ),
     > {
+        flush();
         TableIterator::new(region().map(|r| cache_row(&r)))
     }
 
