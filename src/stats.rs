@@ -362,10 +362,6 @@ struct Batch {
     /// The region the entries belong to.
     region: usize,
     entries: Vec<BatchEntry>,
-    /// Per entry, the address and length of the name last counted to it: callers pass the
-    /// catalog's own string for a model, so the entry is usually found without comparing names
-    /// (the one candidate is still compared, since an address may be reused by a reloaded catalog).
-    seen: Vec<(usize, usize)>,
     /// Catalog-cache events (`CatalogEvent`), added to the region's header at flush.
     catalog: [u64; N_CATALOG],
     calls: u64,
@@ -426,7 +422,6 @@ impl Batch {
             }
         }
         self.entries.clear();
-        self.seen.clear();
         self.calls = 0;
     }
 
@@ -703,16 +698,8 @@ unsafe fn record_in_batch(
     BATCH.with(|b| {
         let mut b = b.borrow_mut();
         b.switch_region(base);
-        let key = model.map_or((0, 0), |m| (m.as_ptr() as usize, m.len()));
-        let found = match b.seen.iter().position(|&k| k == key) {
-            Some(i) if b.entries[i].name.as_deref() == model => Some(i),
-            _ => b.entries.iter().position(|e| e.name.as_deref() == model),
-        };
-        let i = match found {
-            Some(i) => {
-                b.seen[i] = key;
-                i
-            }
+        let i = match b.entries.iter().position(|e| e.name.as_deref() == model) {
+            Some(i) => i,
             None => {
                 if b.entries.len() == BATCH_MODELS {
                     b.flush();
@@ -729,7 +716,6 @@ unsafe fn record_in_batch(
                     hist: [0; N_BUCKETS],
                     money: Money::default(),
                 });
-                b.seen.push(key);
                 b.entries.len() - 1
             }
         };
