@@ -11,7 +11,7 @@ use postgres::Client;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, RwLock, RwLockReadGuard};
@@ -869,22 +869,6 @@ fn own_cluster_data_dir() -> Result<(PathBuf, PathBuf, u16), String> {
         ));
     }
     Ok((dir, data, port))
-}
-
-fn as_postgres(program: &Path) -> Command {
-    // pg_ctl refuses to run as root: run it as postgres then (like scripts/cluster.sh).
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
 }
 
 /// A crash (immediate shutdown, then crash recovery) empties the unlogged namespace, counters

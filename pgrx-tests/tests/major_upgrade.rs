@@ -18,6 +18,8 @@ use std::time::Duration;
 /// One PostgreSQL cluster managed by `scripts/cluster.sh`.
 struct Cluster {
     pg: String,
+    /// Its PostgreSQL's bin directory (installed once, by `pg_bin_dir`).
+    bin: PathBuf,
     port: u16,
     dir: PathBuf,
     initdb_args: &'static str,
@@ -29,6 +31,7 @@ impl Cluster {
             .arg(repo_root().join("scripts/cluster.sh"))
             .arg(cmd)
             .env("PG", &self.pg)
+            .env("PGBIN", &self.bin)
             .env("AICOST_PGPORT", self.port.to_string())
             .env("AICOST_CLUSTER_DIR", &self.dir)
             .env("AICOST_PRELOAD", if preload { "1" } else { "0" })
@@ -43,10 +46,6 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-
-    fn bin(&self) -> PathBuf {
-        pg_bin_dir(&self.pg)
     }
 
     fn data(&self) -> PathBuf {
@@ -99,24 +98,11 @@ fn pg_bin_dir(major: &str) -> PathBuf {
     pg_config.parent().unwrap().to_path_buf()
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Runs `cmd` (a PostgreSQL program of `bin`) in `cwd`: as the `postgres` OS user when we are
 /// root (the servers run as that user), with the install's own libraries (see scripts/cluster.sh).
 fn run_pg(bin: &Path, program: &str, args: &[String], cwd: &Path) -> String {
     let exe = bin.join(program);
-    let mut cmd = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&exe);
-        c
-    } else {
-        Command::new(&exe)
-    };
+    let mut cmd = common::as_postgres(&exe);
     cmd.args(args)
         .current_dir(cwd)
         .env("LD_LIBRARY_PATH", bin.join("../lib"));
@@ -365,20 +351,24 @@ fn pg_upgrade_and_dump_restore_keep_everything() {
     } else {
         ""
     };
+    let (from_bin, to_bin) = (pg_bin_dir(&from), pg_bin_dir(&to));
     let old = Cluster {
         pg: from.clone(),
+        bin: from_bin,
         port: 28831,
         dir: base.join("old"),
         initdb_args: "",
     };
     let new = Cluster {
         pg: to.clone(),
+        bin: to_bin.clone(),
         port: 28832,
         dir: base.join("new"),
         initdb_args: new_args,
     };
     let restored = Cluster {
         pg: to.clone(),
+        bin: to_bin,
         port: 28833,
         dir: base.join("restored"),
         initdb_args: "",
@@ -411,34 +401,34 @@ fn pg_upgrade_and_dump_restore_keep_everything() {
     args.extend(["-Fc", "-f"].map(String::from));
     args.push(custom.display().to_string());
     args.push("app".into());
-    run_pg(&new.bin(), "pg_dump", &args, &base);
+    run_pg(&new.bin, "pg_dump", &args, &base);
     let mut args = old.conn_args();
     args.extend(["-Fp", "-f"].map(String::from));
     args.push(plain.display().to_string());
     args.push("app".into());
-    run_pg(&old.bin(), "pg_dump", &args, &base);
+    run_pg(&old.bin, "pg_dump", &args, &base);
     // Roles are global objects: a database dump needs them restored first (`pg_dumpall -g`).
     let globals = base.join("globals.sql");
     let mut args = old.conn_args();
     args.extend(["--globals-only", "-f"].map(String::from));
     args.push(globals.display().to_string());
-    run_pg(&new.bin(), "pg_dumpall", &args, &base);
+    run_pg(&new.bin, "pg_dumpall", &args, &base);
     old.script("stop", false);
 
     // pg_upgrade, then the upgraded cluster per backend and preloaded.
     new.script("init", false);
     let upgrade_args: Vec<String> = [
         "-b".into(),
-        old.bin().display().to_string(),
+        old.bin.display().to_string(),
         "-B".into(),
-        new.bin().display().to_string(),
+        new.bin.display().to_string(),
         "-d".into(),
         old.data().display().to_string(),
         "-D".into(),
         new.data().display().to_string(),
     ]
     .to_vec();
-    run_pg(&new.bin(), "pg_upgrade", &upgrade_args, &new.dir);
+    run_pg(&new.bin, "pg_upgrade", &upgrade_args, &new.dir);
     for preload in [false, true] {
         new.script("restart", preload);
         let label = format!("pg_upgrade {from} -> {to}, preloaded {preload}");
@@ -458,7 +448,7 @@ fn pg_upgrade_and_dump_restore_keep_everything() {
     let mut args = restored.conn_args();
     args.extend(["-X", "-q", "-d", "postgres", "-f"].map(String::from));
     args.push(globals.display().to_string());
-    run_pg(&restored.bin(), "psql", &args, &base);
+    run_pg(&restored.bin, "psql", &args, &base);
     for (name, dump) in [("custom", &custom), ("plain", &plain)] {
         let db = format!("app_{name}");
         restored
@@ -470,13 +460,13 @@ fn pg_upgrade_and_dump_restore_keep_everything() {
             args.extend(["--exit-on-error", "-d"].map(String::from));
             args.push(db.clone());
             args.push(dump.display().to_string());
-            run_pg(&restored.bin(), "pg_restore", &args, &base);
+            run_pg(&restored.bin, "pg_restore", &args, &base);
         } else {
             args.extend(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"].map(String::from));
             args.push(db.clone());
             args.push("-f".into());
             args.push(dump.display().to_string());
-            run_pg(&restored.bin(), "psql", &args, &base);
+            run_pg(&restored.bin, "psql", &args, &base);
         }
         let label = format!("{name} dump of {from} restored into {to}");
         let mut c = restored.connect(&db);

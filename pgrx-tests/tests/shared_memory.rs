@@ -1208,20 +1208,8 @@ struct Standby {
 }
 
 /// Runs a PostgreSQL server binary as the `postgres` OS user when the test runs as root.
-fn as_postgres(bin: &str, args: &[&str]) -> Result<String, String> {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let mut cmd = if root {
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(pg_bin(bin));
-        c
-    } else {
-        std::process::Command::new(pg_bin(bin))
-    };
-    let out = cmd
+fn run_as_postgres(bin: &str, args: &[&str]) -> Result<String, String> {
+    let out = common::as_postgres(&pg_bin(bin))
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -1254,7 +1242,7 @@ impl Standby {
             dir.to_string_lossy().into_owned(),
         );
         let primary_s = primary.to_string();
-        as_postgres(
+        run_as_postgres(
             "pg_basebackup",
             &[
                 "-h",
@@ -1278,7 +1266,7 @@ impl Standby {
             "-c port={port} -c unix_socket_directories={dir_s} -c shared_preload_libraries=pg_aicost -c hot_standby=on"
         );
         let log = standby.dir.join("server.log");
-        as_postgres(
+        run_as_postgres(
             "pg_ctl",
             &[
                 "-D",
@@ -1310,7 +1298,7 @@ impl Standby {
 
     fn promote(&self) {
         let data = self.dir.join("data");
-        as_postgres("pg_ctl", &["-D", &data.to_string_lossy(), "-w", "promote"])
+        run_as_postgres("pg_ctl", &["-D", &data.to_string_lossy(), "-w", "promote"])
             .unwrap_or_else(|e| panic!("{e}"));
     }
 }
@@ -1318,7 +1306,7 @@ impl Standby {
 impl Drop for Standby {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let _ = as_postgres(
+        let _ = run_as_postgres(
             "pg_ctl",
             &[
                 "-D",

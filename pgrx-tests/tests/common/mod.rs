@@ -47,6 +47,23 @@ pub fn pg_bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// A command running PostgreSQL program `program` as the `postgres` OS user when the tests run as
+/// root (initdb and pg_ctl refuse root; the servers run as that user, like scripts/cluster.sh).
+pub fn as_postgres(program: &std::path::Path) -> std::process::Command {
+    use std::process::Command;
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 /// `-h HOST -p PORT -U USER` for the PostgreSQL command-line tools.
 pub fn cli_conn_args() -> Vec<String> {
     let c = base_config();
