@@ -22,18 +22,25 @@ COMMENT ON FUNCTION aicost._check_created_at(timestamptz) IS 'Internal: refuses 
 COMMENT ON FUNCTION aicost._invalidate_tenants() IS 'Internal: makes every backend re-read aicost.tenants once the change commits';
 COMMENT ON FUNCTION aicost._cache_ns(text) IS 'Internal: the response-cache namespace a call uses: trimmed, 1 to 256 bytes, prefixed with the org of a role confined to one';
 COMMENT ON FUNCTION aicost._cache_ns_prefix() IS 'Internal: the namespace prefix of the acting role''s org ('''' when it is not confined)';
+COMMENT ON FUNCTION ai_call_allowed(text) IS 'Whether a call to the model may be made now, by its circuit breaker and its provider''s: allowed, the state (closed, open, half_open) and how long until a call would be admitted';
+COMMENT ON FUNCTION ai_call_report(text, boolean, interval, text) IS 'Records the outcome of a call in the circuit breakers of the model and its provider; error classes: rate_limit, timeout, server, network, overloaded, client (client errors never trip); returns the model breaker''s state';
+COMMENT ON FUNCTION ai_breaker_reset(text, text) IS 'Closes circuit breakers and forgets their counts: of a kind (model, provider) and name, every one when NULL; returns how many';
+COMMENT ON FUNCTION aicost._breaker_rows() IS 'Internal: the rows of aicost.stat_breaker';
+COMMENT ON FUNCTION aicost._invalidate_breaker_config() IS 'Internal: makes every backend re-read aicost.breaker_config once the change commits';
+COMMENT ON FUNCTION aicost._route_candidates(text[], bigint) IS 'Internal: ai_route''s candidates: canonical names in order and an upper bound of the cost of the estimated tokens';
 
 SELECT ai_pricing_load_default();
 
 -- ---------------------------------------------------------------------------------------------
--- Roles and privileges (README "Roles and privileges"). The same block ends every upgrade script.
+-- Roles and privileges (README "Roles and privileges"). Upgrade scripts end with the same rules
+-- applied to what they add.
 --
 -- aicost_app    what an application needs per request: prices, the response cache, recording
 --               usage (the caller's columns of aicost.usage only), budget and rate-limit checks.
 -- aicost_reader views, statistics and ledger reads (an operator's role: its raw-table reads are
 --               not confined to an org; the views are).
 -- aicost_admin  both of the above, and prices, imports, aliases, budgets, rate limits, tenants,
---               cache namespaces, repricing and statistics resets.
+--               cache namespaces, repricing, statistics resets and circuit-breaker settings.
 -- Roles are cluster-wide: created here when missing, kept by DROP EXTENSION. Nothing is granted
 -- to PUBLIC. Whatever writes money runs as the extension (SECURITY DEFINER, search_path pinned).
 DO $$
@@ -112,6 +119,10 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cache_get_or_lock(text, jsonb, text, interval),
     @extschema@.ai_budget_reserve(text, text, numeric, text, interval),
     @extschema@.ai_budget_release(bigint),
+    @extschema@.ai_call_allowed(text),
+    @extschema@.ai_call_report(text, boolean, interval, text),
+    @extschema@.ai_route(text[], text, text, bigint),
+    aicost._route_candidates(text[], bigint),
     -- the WHEN clause of the ledger's AFTER INSERT trigger, evaluated as the inserting role
     aicost._ledger_take_recorded(bigint)
 TO aicost_app;
@@ -129,7 +140,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA aicost TO aicost_reader;
 REVOKE SELECT ON aicost.cache_entries, aicost.cache_entries_unlogged, aicost.cache_events FROM aicost_reader;
 GRANT EXECUTE ON FUNCTION
     @extschema@.ai_budget_audit(),
-    aicost._stat_cost_rows(), aicost._stat_cache_rows(), aicost._stat_budget_rows(),
+    aicost._stat_cost_rows(), aicost._stat_cache_rows(), aicost._stat_budget_rows(), aicost._breaker_rows(),
     aicost._spent(bigint, timestamptz), aicost._reserved(bigint, timestamptz)
 TO aicost_reader;
 
@@ -149,9 +160,12 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cache_warm(text, jsonb),
     @extschema@.ai_cache_namespace_set(text, bigint, bigint, text, interval, boolean, text),
     @extschema@.ai_cache_stats_reset(text),
+    @extschema@.ai_breaker_reset(text, text),
     aicost.stat_reset()
 TO aicost_admin;
 -- Models and aliases may be edited directly (prices only through ai_price_set / import).
 GRANT INSERT, UPDATE, DELETE ON aicost.models, aicost.model_aliases TO aicost_admin;
+-- Circuit-breaker settings are edited directly.
+GRANT INSERT, UPDATE, DELETE ON aicost.breaker_config TO aicost_admin;
 -- Backfills: an admin may give a usage row its cost (and any created_at).
 GRANT INSERT ON aicost.usage TO aicost_admin;

@@ -51,6 +51,8 @@ const STAT_MAX_MODELS_DEFAULT: i32 = 5000;
 /// Budget periods tracked by shared-memory admission (and budgets by aicost.stat_budget).
 pub static SHMEM_BUDGETS: GucSetting<i32> = GucSetting::<i32>::new(SHMEM_BUDGETS_DEFAULT);
 const SHMEM_BUDGETS_DEFAULT: i32 = 10_000;
+/// Circuit breakers (models and providers) kept in shared memory.
+pub static SHMEM_BREAKERS: GucSetting<i32> = GucSetting::<i32>::new(1024);
 /// Whether statistics are collected.
 pub static TRACK: GucSetting<bool> = GucSetting::<bool>::new(true);
 
@@ -186,12 +188,23 @@ pub fn register_shmem() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"aicost.shmem_breakers",
+        c"Circuit breakers (one per model and one per provider, per database) kept in shared memory (needs shared_preload_libraries).",
+        c"Calls to a model whose breaker does not fit are admitted untracked, with a WARNING.",
+        &SHMEM_BREAKERS,
+        16,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
 }
 
 /// Names of the settings [`register_shmem`] defines.
-pub const SHMEM_GUCS: [&std::ffi::CStr; 4] = [
+pub const SHMEM_GUCS: [&std::ffi::CStr; 5] = [
     c"aicost.shmem_catalog_size",
     c"aicost.shmem_catalog_databases",
     c"aicost.stat_max_models",
     c"aicost.shmem_budgets",
+    c"aicost.shmem_breakers",
 ];

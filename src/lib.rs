@@ -4,10 +4,12 @@
 //! - [`pricing`]: the catalog cache with transactional invalidation, import and default catalog;
 //! - [`cost`]: `ai_cost` / `ai_cost_explain`;
 //! - [`cache`]: the LLM response cache's keys (its logic is SQL, `sql/cache.sql`);
-//! - [`ledger`]: pricing usage-ledger rows for the budget triggers (`sql/ledger.sql`).
+//! - [`ledger`]: pricing usage-ledger rows for the budget triggers (`sql/ledger.sql`);
+//! - [`breaker`]: circuit breakers per model and provider (`sql/breaker.sql`).
 
 use pgrx::prelude::*;
 
+mod breaker;
 mod budget;
 mod cache;
 mod catalog_shm;
@@ -91,6 +93,18 @@ extension_sql_file!(
         stats::aicost::_stat_reset
     ]
 );
+extension_sql_file!(
+    "../sql/breaker.sql",
+    name = "breaker",
+    requires = [
+        "catalog",
+        "ledger",
+        breaker::ai_call_allowed,
+        breaker::aicost::_breaker_rows,
+        breaker::aicost::_invalidate_breaker_config,
+        breaker::aicost::_route_candidates
+    ]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 /// PostgreSQL's CHECK_FOR_INTERRUPTS, for the core's long loops.
@@ -105,6 +119,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     shmem::init();
     pricing::init();
+    breaker::init();
     security::init();
     xact::init();
 }

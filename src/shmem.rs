@@ -1,9 +1,10 @@
 //! Shared memory, allocated only when pg_aicost is in `shared_preload_libraries`.
 //!
-//! Three regions, each a `ShmemInitStruct` of its own module, sized by GUCs read at server start:
+//! Four regions, each a `ShmemInitStruct` of its own module, sized by GUCs read at server start:
 //! - `pg_aicost catalog` ([`crate::catalog_shm`]): the frozen pricing catalog and its generation;
 //! - `pg_aicost stats` ([`crate::stats`]): the counters behind `aicost.stat_*`;
-//! - `pg_aicost budgets` ([`crate::budget`]): committed and in-flight spend per budget period.
+//! - `pg_aicost budgets` ([`crate::budget`]): committed and in-flight spend per budget period;
+//! - `pg_aicost breakers` ([`crate::breaker`]): circuit-breaker states per model and provider.
 //!
 //! Locking rules (each module restates its own):
 //! - one named LWLock tranche `pg_aicost` with [`N_LOCKS`] locks: [`LOCK_CATALOG`] guards the frozen
@@ -104,7 +105,10 @@ pub fn refuse_shmem_gucs() {
 }
 
 fn total_size() -> usize {
-    crate::catalog_shm::shmem_size() + crate::stats::shmem_size() + crate::budget::shmem_size()
+    crate::catalog_shm::shmem_size()
+        + crate::stats::shmem_size()
+        + crate::budget::shmem_size()
+        + crate::breaker::shmem_size()
 }
 
 /// Requests the shared memory and the LWLock tranche (postmaster, while preloading only).
@@ -142,6 +146,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
         crate::catalog_shm::shmem_startup();
         crate::stats::shmem_startup();
         crate::budget::shmem_startup();
+        crate::breaker::shmem_startup();
         pg_sys::LWLockRelease(init_lock);
     }
 }

@@ -5,10 +5,12 @@
 //! - [`cost`]: exact cost arithmetic with long-context tiers, service tiers and cache usage types.
 //! - [`usage`]: parsing of provider usage objects (OpenAI, Anthropic, Gemini) into token counts.
 //! - [`cachekey`]: canonical JSON and SHA-256 keys for the response cache.
+//! - [`breaker`]: the circuit breaker's state machine (per model and per provider).
 //! - [`litellm`]: reading LiteLLM's `model_prices_and_context_window.json` into price rows.
 //!
 //! Money is `rust_decimal::Decimal` throughout; no floating point touches a price or a cost.
 
+pub mod breaker;
 pub mod cachekey;
 pub mod catalog;
 pub mod cost;

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use postgres::Client;
 
-const RELEASED: &[&str] = &["0.1.0", "0.2.0"];
+const RELEASED: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 /// Every object of the extension, described by its definition (not its OID), one line each.
 const SCHEMA_FINGERPRINT: &str = r#"
