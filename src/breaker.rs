@@ -55,10 +55,7 @@ impl Kind {
             "provider" => Kind::Provider,
             _ => raise_full(
                 ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "unknown breaker kind \"{}\"",
-                    aicost_core::limits::clip(s)
-                ),
+                format!("unknown breaker kind \"{}\"", aicost_core::limits::clip(s)),
                 None,
                 Some("Breakers are of kind model or provider.".into()),
             ),
@@ -143,7 +140,9 @@ fn settings() -> Rc<Settings> {
                 us("cooldown"),
                 us("max_cooldown")
             );
-            let table = c.select(&q, None, &[]).or_internal("reading aicost.breaker_config");
+            let table = c
+                .select(&q, None, &[])
+                .or_internal("reading aicost.breaker_config");
             for row in table {
                 crate::check_interrupts();
                 let kind: String = row.get(1).ok().flatten().unwrap_or_default();
@@ -184,7 +183,10 @@ fn config(kind: Kind, name: &str) -> Config {
     c.validate().unwrap_or_else(|e| {
         raise_full(
             ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("aicost.breaker_config for {} \"{name}\": {e}", kind.as_str()),
+            format!(
+                "aicost.breaker_config for {} \"{name}\": {e}",
+                kind.as_str()
+            ),
             None,
             None,
         )
@@ -241,7 +243,11 @@ fn prefix_len(name: &str) -> usize {
 fn split_key(k: &[u8]) -> (u32, u32, &str) {
     let db = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
     // Built by `lookup_key` from a &str.
-    (db, u32::from(k[4]), std::str::from_utf8(&k[5..]).unwrap_or_default())
+    (
+        db,
+        u32::from(k[4]),
+        std::str::from_utf8(&k[5..]).unwrap_or_default(),
+    )
 }
 
 impl BreakerEntry {
@@ -305,7 +311,11 @@ fn layout(cap: u32) -> (usize, usize, usize) {
     let al = |n: usize| n.next_multiple_of(64);
     let slots = al(size_of::<Header>());
     let entries = al(slots + n_slots(cap) as usize * size_of::<Slot>());
-    (slots, entries, entries + cap as usize * size_of::<BreakerEntry>())
+    (
+        slots,
+        entries,
+        entries + cap as usize * size_of::<BreakerEntry>(),
+    )
 }
 
 /// Bytes of shared memory the breakers need.
@@ -670,7 +680,9 @@ impl Row {
             i64::from(b.probes_in_flight),
             (b.latency_count > 0).then(|| interval(big(b.latency_sum_us / b.latency_count))),
             ts(b.changed_at),
-            (b.state != State::Closed).then(|| ts(b.opened_at)).flatten(),
+            (b.state != State::Closed)
+                .then(|| ts(b.opened_at))
+                .flatten(),
             b.retry_after(now, &self.cfg).map(interval),
         )
     }
@@ -763,6 +775,8 @@ mod aicost {
     use super::*;
 
     /// The rows of `aicost.stat_breaker`: every breaker of this database.
+    // pgrx cannot read a type alias here: the columns are spelled out as in `StatRow`.
+    #[allow(clippy::type_complexity)]
     #[pg_extern(volatile, parallel_restricted)]
     fn _breaker_rows() -> TableIterator<
         'static,
@@ -860,7 +874,12 @@ mod aicost {
             .and_then(|v| v.into_iter().max());
             let estimate = bound.map(|d| {
                 AnyNumeric::from_str(&d.to_string()).unwrap_or_else(|e| {
-                    raise_full(ERRCODE_INTERNAL_ERROR, format!("estimate {d}: {e}"), None, None)
+                    raise_full(
+                        ERRCODE_INTERNAL_ERROR,
+                        format!("estimate {d}: {e}"),
+                        None,
+                        None,
+                    )
                 })
             });
             out.push((i as i32 + 1, m.name.clone(), estimate));

@@ -476,10 +476,28 @@ impl Breaker {
             2 => State::HalfOpen,
             _ => return None,
         };
-        let [consecutive_failures, trips, probes_in_flight, probe_successes] =
-            u32s[..4].try_into().ok()?;
-        let [successes, failures, client_errors, rejected, latency_count, latency_sum_us] = u64s;
-        let [changed_at, opened_at, open_until, probe_deadline, bucket_us, bucket_epoch] = i64s;
+        let [
+            consecutive_failures,
+            trips,
+            probes_in_flight,
+            probe_successes,
+        ] = u32s[..4].try_into().ok()?;
+        let [
+            successes,
+            failures,
+            client_errors,
+            rejected,
+            latency_count,
+            latency_sum_us,
+        ] = u64s;
+        let [
+            changed_at,
+            opened_at,
+            open_until,
+            probe_deadline,
+            bucket_us,
+            bucket_epoch,
+        ] = i64s;
         Some(Breaker {
             state,
             consecutive_failures,
@@ -603,7 +621,10 @@ mod tests {
         }
         assert_eq!(b.window_counts(), (9, 9));
         // 10 s later (one full window) the old failures are gone: 1 call, under minimum_calls
-        assert_eq!(b.report(10 * SECOND, &c, Outcome::Failure, None), State::Closed);
+        assert_eq!(
+            b.report(10 * SECOND, &c, Outcome::Failure, None),
+            State::Closed
+        );
         assert_eq!(b.window_counts(), (1, 1));
         // half a window later the bucket of 10 s is still in it
         for i in 0..8 {
@@ -631,7 +652,14 @@ mod tests {
         let c = cfg();
         assert_eq!(
             (1..=6).map(|t| c.cooldown(t)).collect::<Vec<_>>(),
-            [SECOND, 2 * SECOND, 4 * SECOND, 5 * SECOND, 5 * SECOND, 5 * SECOND]
+            [
+                SECOND,
+                2 * SECOND,
+                4 * SECOND,
+                5 * SECOND,
+                5 * SECOND,
+                5 * SECOND
+            ]
         );
         assert_eq!(c.cooldown(u32::MAX), 5 * SECOND);
         let mut b = Breaker::default();
@@ -746,10 +774,7 @@ mod tests {
                 failure_rate_pct: 101,
                 ..cfg()
             },
-            Config {
-                probes: 0,
-                ..cfg()
-            },
+            Config { probes: 0, ..cfg() },
             Config {
                 max_cooldown_us: 1,
                 ..cfg()

@@ -29,58 +29,6 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A login role for one test, member of `group` (if any); dropped when the test ends.
-struct LoginRole {
-    name: String,
-}
-
-impl LoginRole {
-    fn new(name: &str, group: Option<&str>) -> LoginRole {
-        assert!(
-            name.starts_with("trust_")
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        );
-        let mut a = try_connect_admin().expect("connecting to the cluster as its superuser");
-        exec(&mut a, &format!("DROP ROLE IF EXISTS {name}"));
-        exec(&mut a, &format!("CREATE ROLE {name} LOGIN"));
-        if let Some(g) = group {
-            exec(&mut a, &format!("GRANT {g} TO {name}"));
-        }
-        LoginRole {
-            name: name.to_string(),
-        }
-    }
-}
-
-impl Drop for LoginRole {
-    fn drop(&mut self) {
-        if let Ok(mut a) = try_connect_admin() {
-            let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name));
-        }
-    }
-}
-
-/// A new connection (its own backend) to `db` as login role `role`, with bounded waits.
-fn connect_as(db: &TestDb, role: &str) -> Client {
-    let mut c = raw_connect_as(db, role);
-    exec(
-        &mut c,
-        "SET statement_timeout = '20s'; SET idle_in_transaction_session_timeout = '60s'",
-    );
-    c
-}
-
-/// As [`connect_as`] but sends nothing: the pg_aicost library is not loaded in that backend yet
-/// (unless the server preloads it).
-fn raw_connect_as(db: &TestDb, role: &str) -> Client {
-    let mut cfg = db.config();
-    cfg.user(role);
-    cfg.connect(NoTls)
-        .unwrap_or_else(|e| panic!("connecting to {} as {role}: {e}", db.name))
-}
-
 /// Why an error's text is not clean (Rust internals leaking to the client), if it is not.
 fn leak(e: &DbError) -> Option<String> {
     for (field, text) in [
@@ -260,7 +208,22 @@ fn role_matrix() {
         ("SELECT ai_budget_reserve('org', 'acme', 0.01)", APP_FN),
         ("SELECT ai_budget_release(1)", APP_FN),
         ("SELECT ai_rate_limit_check('org', 'acme')", READ_FN),
+        // Circuit breakers and routing.
+        ("SELECT * FROM ai_call_allowed('gpt-4o')", APP_FN),
+        (
+            "SELECT ai_call_report('gpt-4o', false, '1 second', 'timeout')",
+            APP_FN,
+        ),
+        (
+            "SELECT * FROM ai_route(ARRAY['gpt-4o', 'gpt-4o-mini'], 'org', 'acme', 1000)",
+            APP_FN,
+        ),
         // Administration.
+        ("SELECT ai_breaker_reset()", ADMIN_ONLY),
+        (
+            "INSERT INTO aicost.breaker_config (kind, name, probes) VALUES ('model', 'gpt-4o', 3)",
+            ADMIN_ONLY,
+        ),
         (
             "SELECT ai_price_set('gpt-4o', 'output', 12, effective_from => now() + interval '1 day')",
             ADMIN_ONLY,
@@ -320,6 +283,7 @@ fn role_matrix() {
             PROTECTED,
         ),
         ("DELETE FROM aicost.cache_entries", PROTECTED),
+        ("DELETE FROM aicost.breaker_state", PROTECTED),
         // The ledger is insert-only, for superusers too.
         ("UPDATE aicost.usage SET cost = 0", NOBODY),
         ("DELETE FROM aicost.usage", NOBODY),
@@ -338,6 +302,7 @@ fn role_matrix() {
         ("SELECT aicost._lock_spend(1, now())", PROTECTED),
         ("SELECT aicost._invalidate_tenants()", PROTECTED),
         ("SELECT aicost._stat_reset()", PROTECTED),
+        ("SELECT aicost._invalidate_breaker_config()", PROTECTED),
         // Reads.
         ("SELECT count(*) FROM aicost.budget_status", VIEW),
         ("SELECT count(*) FROM aicost.spend_daily", VIEW),
@@ -350,6 +315,8 @@ fn role_matrix() {
         ("SELECT count(*) FROM aicost.cache_entries", SUPER_ONLY),
         ("SELECT count(*) FROM aicost.cache_events", SUPER_ONLY),
         ("SELECT * FROM aicost.stat_cost", READER_ONLY),
+        ("SELECT * FROM aicost.stat_breaker", READER_ONLY),
+        ("SELECT count(*) FROM aicost.breaker_config", READER_ONLY),
         ("SELECT * FROM ai_budget_audit()", READER_ONLY),
     ];
 
@@ -1188,6 +1155,8 @@ enum Kind {
     Ts,
     Ival,
     Json,
+    Bool,
+    Names,
 }
 
 const TEXTS: &[&str] = &[
@@ -1295,12 +1264,29 @@ const JSONS: &[&str] = &[
     r#"'{"prompt_tokens_details": {"cached_tokens": 99}, "prompt_tokens": 10, "completion_tokens": 1}'"#,
 ];
 
+const BOOLS: &[&str] = &["NULL", "true", "false"];
+const NAME_ARRAYS: &[&str] = &[
+    "NULL",
+    "'{}'",
+    "ARRAY[NULL]",
+    "ARRAY['gpt-4o', NULL]",
+    "array_fill('gpt-4o'::text, ARRAY[33])",
+    "ARRAY[repeat('x', 1048576)]",
+    "ARRAY['no-such-model']",
+    "(SELECT array_agg(g::text) FROM generate_series(1, 100000) g)",
+];
+
 /// Well-formed values, so that calls get past their first check (one argument in two).
 const SANE_TEXTS: &[&str] = &["'gpt-4o'", "'org'", "'acme'", "'default'", "'standard'"];
 const SANE_BIGS: &[&str] = &["0", "10", "1000"];
 const SANE_NUMS: &[&str] = &["0", "0.01", "1"];
 const SANE_TSS: &[&str] = &["now()"];
 const SANE_IVALS: &[&str] = &["'5 minutes'", "'1 second'"];
+const SANE_BOOLS: &[&str] = &["true", "false"];
+const SANE_NAME_ARRAYS: &[&str] = &[
+    "ARRAY['gpt-4o', 'gpt-4o-mini']",
+    "ARRAY['claude-sonnet-4-6']",
+];
 const SANE_JSONS: &[&str] = &[
     r#"'{"q": 1}'"#,
     r#"'{"prompt_tokens": 10, "completion_tokens": 5}'"#,
@@ -1314,6 +1300,8 @@ fn arg(rng: &mut Rng, kind: Kind) -> String {
         Kind::Ts => (TSS, SANE_TSS, "timestamptz"),
         Kind::Ival => (IVALS, SANE_IVALS, "interval"),
         Kind::Json => (JSONS, SANE_JSONS, "jsonb"),
+        Kind::Bool => (BOOLS, SANE_BOOLS, "boolean"),
+        Kind::Names => (NAME_ARRAYS, SANE_NAME_ARRAYS, "text[]"),
     };
     let pool = if rng.chance(50) { sane } else { hostile };
     format!("({})::{ty}", rng.pick(pool))
@@ -1356,6 +1344,9 @@ const FUNCTIONS: &[(&str, &[Kind], usize)] = {
         ),
         ("SELECT ai_budget_release", &[Big], 1),
         ("SELECT * FROM ai_rate_limit_check", &[Text, Text, Big], 2),
+        ("SELECT * FROM ai_call_allowed", &[Text], 1),
+        ("SELECT ai_call_report", &[Text, Bool, Ival, Text], 2),
+        ("SELECT * FROM ai_route", &[Names, Text, Text, Big], 1),
     ]
 };
 

@@ -512,3 +512,55 @@ impl Rng {
         &xs[self.below(xs.len() as u64) as usize]
     }
 }
+
+/// A login role for one test, member of `group` (if any); dropped when the test ends.
+pub struct LoginRole {
+    pub name: String,
+}
+
+impl LoginRole {
+    pub fn new(name: &str, group: Option<&str>) -> LoginRole {
+        assert!(
+            name.len() < 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        );
+        let mut a = try_connect_admin().expect("connecting to the cluster as its superuser");
+        exec(&mut a, &format!("DROP ROLE IF EXISTS {name}"));
+        exec(&mut a, &format!("CREATE ROLE {name} LOGIN"));
+        if let Some(g) = group {
+            exec(&mut a, &format!("GRANT {g} TO {name}"));
+        }
+        LoginRole {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for LoginRole {
+    fn drop(&mut self) {
+        if let Ok(mut a) = try_connect_admin() {
+            let _ = a.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name));
+        }
+    }
+}
+
+/// A new connection (its own backend) to `db` as login role `role`, with bounded waits.
+pub fn connect_as(db: &TestDb, role: &str) -> Client {
+    let mut c = raw_connect_as(db, role);
+    exec(
+        &mut c,
+        "SET statement_timeout = '20s'; SET idle_in_transaction_session_timeout = '60s'",
+    );
+    c
+}
+
+/// As [`connect_as`] but sends nothing: the pg_aicost library is not loaded in that backend yet
+/// (unless the server preloads it).
+pub fn raw_connect_as(db: &TestDb, role: &str) -> Client {
+    let mut cfg = db.config();
+    cfg.user(role);
+    cfg.connect(NoTls)
+        .unwrap_or_else(|e| panic!("connecting to {} as {role}: {e}", db.name))
+}
