@@ -42,6 +42,10 @@
 #   G. (issue 5, G2) Statistics overhead in shared-memory mode: sum(ai_cost(...)) over the 1,000,000
 #      rows of A and pgbench of SELECT ai_cost('gpt-4o', 1000, 500) at 8 clients, aicost.track = on
 #      vs off; if aicost.stat_cost exists, checks it counted exactly the calls made with track = on.
+#   H. (issue 14) Circuit breaker: pgbench of ai_call_allowed and ai_call_report (a success) on one
+#      model at 1, 8 and 32 clients vs SELECT 1, in both modes (per-backend: table
+#      aicost.breaker_state; shared-memory: shared memory), each on the throwaway cluster and on a
+#      durable one (ALTER SYSTEM SET fsync, full_page_writes, synchronous_commit = on, reloaded).
 #
 # Usage: `make bench` (installs a release build, restarts the cluster, runs this script), or
 #   bash benches/run.sh          against whatever build is installed; the cluster is started if needed.
@@ -53,7 +57,8 @@
 #   (default: BENCH_PGBENCH_SECONDS) the pgbench runs of E and F, BENCH_ZIPF_ACCESSES (30000),
 #   BENCH_REDIS_REQUESTS (200000) and BENCH_REDIS_PORT (28879) the rest of E;
 #   BENCH_FRESH_CONNECTIONS (20) and BENCH_PRICE_CHANGES (5) section C; BENCH_STATS_RUNS (5) and
-#   BENCH_STATS_SECONDS (default: BENCH_PGBENCH_SECONDS) the 1M-row and pgbench runs of G; BENCH_SECTIONS ("A B C D E F G") the
+#   BENCH_STATS_SECONDS (default: BENCH_PGBENCH_SECONDS) the 1M-row and pgbench runs of G;
+#   BENCH_BREAKER_SECONDS (5) the pgbench runs of H; BENCH_SECTIONS ("A B C D E F G H") the
 #   sections to run (the fixture of A is always built); BENCH_OUT (target/bench-results.md) where
 #   the results go.
 # Any failing step (SQL error, unequal sums, pgbench error, cargo bench error, a statistics or
@@ -89,7 +94,8 @@ FRESH=${BENCH_FRESH_CONNECTIONS:-20}
 PRICE_CHANGES=${BENCH_PRICE_CHANGES:-5}
 G_SECONDS=${BENCH_STATS_SECONDS:-$PGB_SECONDS}
 G_RUNS=${BENCH_STATS_RUNS:-5}
-SECTIONS=" ${BENCH_SECTIONS:-A B C D E F G} "
+H_SECONDS=${BENCH_BREAKER_SECONDS:-5}
+SECTIONS=" ${BENCH_SECTIONS:-A B C D E F G H} "
 OUT=${BENCH_OUT:-$ROOT/target/bench-results.md}
 TMP=$(mktemp -d /tmp/aicost-bench.XXXXXX)
 REDIS_PIDFILE=$ROOT/target/bench-redis.pid
@@ -106,6 +112,7 @@ stop_redis() {
 INITIAL_MODE=
 cleanup() {
   stop_redis
+  if [ -n "${DURABLE_ON:-}" ]; then durable off || true; fi
   if [ -n "${SAMPLER_PID:-}" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
   restore_mode
   rm -rf "$TMP"
@@ -130,7 +137,7 @@ holds() { awk "BEGIN { exit !($1) }"; }
 # Results are collected per section (out appends to section $SEC) and printed at the end in
 # the order of $ORDER (progress goes to stderr meanwhile).
 declare -A BUF
-ORDER="head A B C D E F G tail"
+ORDER="head A B C D E F G H tail"
 SEC=head
 out() { BUF[$SEC]+="$*"$'\n'; }
 
@@ -907,6 +914,63 @@ section_G() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# H. Circuit breaker: ai_call_allowed / ai_call_report vs SELECT 1, both modes, throwaway and durable
+# ---------------------------------------------------------------------------------------------
+declare -gA H_TPS
+# durable on|off: fsync, full_page_writes and synchronous_commit on (ALTER SYSTEM, reload), or
+# back to the cluster's own settings.
+durable() {
+  local v
+  DURABLE_ON=$([ "$1" = on ] && echo 1 || true)
+  for v in fsync full_page_writes synchronous_commit; do
+    if [ "$1" = on ]; then psql_ -d postgres -c "ALTER SYSTEM SET $v = on"; else psql_ -d postgres -c "ALTER SYSTEM RESET $v"; fi
+  done
+  psql_ -d postgres -At -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+  [ "$(psql_ -d postgres -At -c "SHOW fsync")" = "$1" ] || [ "$1" = off ] || die "fsync did not turn on"
+}
+# run_breaker MODE: the pgbench runs of one mode, throwaway then durable.
+run_breaker() {
+  local m=$1 d c f
+  for d in throwaway durable; do
+    if [ "$d" = durable ]; then durable on; fi
+    psql_db -At -c "SELECT ai_breaker_reset()" >/dev/null || die "ai_breaker_reset() failed"
+    for c in 1 8 32; do
+      for f in select1 call_allowed call_report; do
+        log "H. ($(mode_name "$m"), $d) pgbench $f, $c client(s), ${H_SECONDS} s"
+        pgbench_db "$DB" "pgbench_$f.sql" "$c" "$(( c < 8 ? c : 8 ))" "$H_SECONDS"
+        H_TPS[$m,$d,$f,$c]=$TPS
+      done
+    done
+    if [ "$d" = durable ]; then durable off; fi
+  done
+  # Every report counted, and the breaker stayed closed.
+  local st
+  st=$(psql_db -At -c "SELECT state || ' ' || failures FROM aicost.stat_breaker WHERE kind = 'model' AND name = 'gpt-4o'")
+  [ "$st" = "closed 0" ] || die "($(mode_name "$m") mode) the gpt-4o breaker is '$st' after success reports only"
+}
+
+section_H_report() {
+  local m d c
+  SEC=H
+  out "## H. Circuit breaker (issue 14): pgbench -n -T $H_SECONDS -c N -j min(N, 8), one model"
+  out ""
+  out "\`SELECT allowed FROM ai_call_allowed('gpt-4o')\` (closed: admitted) and \`SELECT ai_call_report('gpt-4o', true)\` (every client reports on the same model and provider) vs \`SELECT 1\`. Per-backend mode keeps breakers in table aicost.breaker_state (a report updates two rows, the model's and the provider's, under their row locks until commit; a closed check only reads); shared-memory mode in shared memory (spinlock per breaker). Durable: fsync, full_page_writes and synchronous_commit on."
+  out ""
+  out "| mode | cluster | clients | SELECT 1 tps | ai_call_allowed tps | ai_call_report tps | allowed / SELECT 1 | report / SELECT 1 |"
+  out "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for m in backend shared; do
+    for d in throwaway durable; do
+      for c in 1 8 32; do
+        if [ -z "${H_TPS[$m,$d,select1,$c]:-}" ]; then continue; fi
+        out "| $(mode_name "$m") | $d | $c | $(calc %.0f "${H_TPS[$m,$d,select1,$c]}") | $(calc %.0f "${H_TPS[$m,$d,call_allowed,$c]}") | $(calc %.0f "${H_TPS[$m,$d,call_report,$c]}") | $(calc %.2f "${H_TPS[$m,$d,call_allowed,$c]} / ${H_TPS[$m,$d,select1,$c]}") | $(calc %.2f "${H_TPS[$m,$d,call_report,$c]} / ${H_TPS[$m,$d,select1,$c]}") |"
+      done
+    done
+  done
+  out ""
+}
+
+# ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
 # Phase 1, per-backend mode (the fixture of $DB is built above).
@@ -916,14 +980,16 @@ if want C; then section_C_backend; fi
 if want D; then section_D; fi
 if want E; then section_E; fi
 if want F; then run_budgets backend "$LEDGER_DB"; fi
+if want H; then run_breaker backend; fi
 
 # Phase 2, shared-memory mode: C first (nothing may price before the first-call-after-restart
 # sample), then G (in $DB), then F in its own database and the cross-database check.
-if want C || want F || want G; then
+if want C || want F || want G || want H; then
   set_mode shared
   if want C; then section_C_shared; section_C_report; fi
   if want G; then section_G; fi
   if want F; then run_budgets shared "$LEDGER_DB_SHM"; cross_database_check; section_F_report; fi
+  if want H; then run_breaker shared; section_H_report; fi
 fi
 
 SEC=tail
