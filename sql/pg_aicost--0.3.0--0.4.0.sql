@@ -33,7 +33,7 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'ai_breaker_reset_wrapper';
 
-CREATE  FUNCTION aicost."_breaker_rows"() RETURNS TABLE (
+CREATE FUNCTION aicost."_breaker_rows"() RETURNS TABLE (
 	"kind" TEXT,  /* String */
 	"name" TEXT,  /* String */
 	"state" TEXT,  /* String */
@@ -55,13 +55,13 @@ STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_breaker_rows_wrapper';
 
-CREATE  FUNCTION aicost."_invalidate_breaker_config"() RETURNS void
+CREATE FUNCTION aicost."_invalidate_breaker_config"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_invalidate_breaker_config_wrapper';
 
-CREATE  FUNCTION aicost."_route_candidates"(
-	"models" TEXT[], /* :: std :: option :: Option < Vec < Option < String > > > */
+CREATE FUNCTION aicost."_route_candidates"(
+	"models" TEXT[], /* :: std :: option :: Option < pgrx :: Array < & str > > */
 	"tokens" bigint /* Option < i64 > */
 ) RETURNS TABLE (
 	"ord" INT,  /* i32 */
@@ -151,6 +151,8 @@ SELECT r.kind, r.name, r.state, r.successes, r.failures, r.client_errors, r.reje
        pg_catalog.clock_timestamp() - r.opened_at AS time_open, r.retry_after
   FROM aicost._breaker_rows() r;
 COMMENT ON VIEW aicost.stat_breaker IS 'One row per circuit breaker (model or provider) of this database: state, counts since it was created or reset, window, probes and timings';
+COMMENT ON COLUMN aicost.stat_breaker.kind IS 'model or provider';
+COMMENT ON COLUMN aicost.stat_breaker.name IS 'Canonical model name or provider name (a name longer than 192 bytes is shown cut, ending with …, in shared-memory mode)';
 COMMENT ON COLUMN aicost.stat_breaker.state IS 'closed (calls admitted), open (refused until the cooldown ends) or half_open (a bounded number of probe calls admitted)';
 COMMENT ON COLUMN aicost.stat_breaker.successes IS 'Successful calls reported';
 COMMENT ON COLUMN aicost.stat_breaker.failures IS 'Failed calls reported (every error class but client)';
@@ -164,7 +166,7 @@ COMMENT ON COLUMN aicost.stat_breaker.probes_in_flight IS 'Half-open: probe call
 COMMENT ON COLUMN aicost.stat_breaker.mean_latency IS 'Mean latency of the reports that gave one';
 COMMENT ON COLUMN aicost.stat_breaker.last_change IS 'When the state last changed';
 COMMENT ON COLUMN aicost.stat_breaker.opened_at IS 'When it last opened (NULL while closed)';
-COMMENT ON COLUMN aicost.stat_breaker.time_open IS 'How long it has not been closed (NULL while closed)';
+COMMENT ON COLUMN aicost.stat_breaker.time_open IS 'How long since it last opened (NULL while closed)';
 COMMENT ON COLUMN aicost.stat_breaker.retry_after IS 'How long until it admits a call (NULL when it would now)';
 
 -- The model to call: the first of models whose breaker admits a call. When the scope's budget is
@@ -173,7 +175,7 @@ COMMENT ON COLUMN aicost.stat_breaker.retry_after IS 'How long until it admits a
 -- probe slot, so only the chosen model is asked.
 CREATE FUNCTION ai_route(models text[], scope text DEFAULT NULL, scope_id text DEFAULT NULL,
                          estimated_tokens bigint DEFAULT NULL, OUT model text, OUT reason jsonb)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     c record;

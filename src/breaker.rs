@@ -125,7 +125,9 @@ fn settings() -> Rc<Settings> {
     {
         return s;
     }
-    // Valid before reading: an invalidation arriving during the read marks it stale again.
+    // Dropped first, so that a read that fails leaves nothing to reuse; valid before reading, so
+    // that an invalidation arriving during the read marks it stale again.
+    SETTINGS.with(|c| *c.borrow_mut() = None);
     FLAGS.valid.set(true);
     FLAGS.relid.set(crate::security::relid(c"breaker_config"));
     let mut rows = FxHashMap::default();
@@ -381,12 +383,22 @@ impl BreakerEntry {
     }
 }
 
-/// Runs `f` on the shared state of (kind, name) under its spinlock, or on a fresh closed breaker
-/// that is not kept when the table is full.
-fn with_shared<R>(kind: Kind, name: &str, f: impl FnOnce(&mut Breaker) -> R) -> R {
+/// Runs `f` on the shared state of (kind, name) under its spinlock. A breaker without an entry is
+/// a fresh closed one: `create` makes its entry (reports do; a question never does, so asking
+/// about every model fills nothing); without it, or when the table is full, `f` runs on a fresh
+/// breaker that is not kept.
+fn with_shared<R>(kind: Kind, name: &str, create: bool, f: impl FnOnce(&mut Breaker) -> R) -> R {
     let key = lookup_key(database(), kind, name);
-    match table().get_or_insert(&key, hash_bytes(&key)) {
+    let h = hash_bytes(&key);
+    let t = table();
+    let e = if create {
+        t.get_or_insert(&key, h)
+    } else {
+        t.get(&key, h)
+    };
+    match e {
         Some(e) => e.with(f),
+        None if !create => f(&mut Breaker::default()),
         None => {
             if !WARNED_FULL.replace(true) {
                 pgrx::warning!(
@@ -404,68 +416,96 @@ fn with_shared<R>(kind: Kind, name: &str, f: impl FnOnce(&mut Breaker) -> R) -> 
 // ---------------------------------------------------------------------------------------------
 // Table mode
 
-/// Runs `f` on the state of (kind, name) in `aicost.breaker_state`. A call that may not need to
-/// write (`lazy`) first runs `f` on an unlocked read and is done if nothing but the count of
-/// refused calls changed; otherwise the row is created if missing, locked, and `f` runs on it
-/// again before it is written.
-fn with_table<R>(kind: Kind, name: &str, lazy: bool, mut f: impl FnMut(&mut Breaker) -> R) -> R {
-    let decode = |bytes: Option<Vec<u8>>| -> Breaker {
-        bytes.map_or_else(Breaker::default, |b| {
-            Breaker::decode(&b).unwrap_or_else(|| {
-                raise_full(
-                    ERRCODE_DATA_CORRUPTED,
-                    format!(
-                        "aicost.breaker_state of {} \"{name}\" is not a breaker state",
-                        kind.as_str()
-                    ),
-                    None,
-                    Some("Reset it with ai_breaker_reset().".into()),
-                )
-            })
+/// Creates the row of (kind, name) if it is missing and locks it until the transaction ends;
+/// returns its state.
+fn lock_row(c: &mut pgrx::spi::SpiClient<'_>, kind: Kind, name: &str) -> Breaker {
+    c.update(
+        "INSERT INTO aicost.breaker_state (kind, name, data) VALUES ($1, $2, $3)
+         ON CONFLICT (kind, name) DO NOTHING",
+        None,
+        &[
+            kind.as_str().into(),
+            name.into(),
+            Breaker::default().encode().into(),
+        ],
+    )
+    .or_internal("creating a row of aicost.breaker_state");
+    let data = c
+        .update(
+            "SELECT data FROM aicost.breaker_state WHERE kind = $1 AND name = $2 FOR UPDATE",
+            None,
+            &[kind.as_str().into(), name.into()],
+        )
+        .or_internal("locking a row of aicost.breaker_state")
+        .first()
+        .get_one::<Vec<u8>>()
+        .or_internal("reading aicost.breaker_state");
+    decode(kind, name, data)
+}
+
+fn decode(kind: Kind, name: &str, data: Option<Vec<u8>>) -> Breaker {
+    data.map_or_else(Breaker::default, |b| {
+        Breaker::decode(&b).unwrap_or_else(|| {
+            raise_full(
+                ERRCODE_DATA_CORRUPTED,
+                format!(
+                    "aicost.breaker_state of {} \"{name}\" is not a breaker state",
+                    kind.as_str()
+                ),
+                None,
+                Some("Reset it with ai_breaker_reset().".into()),
+            )
         })
-    };
-    let args = || [kind.as_str().into(), name.into()];
+    })
+}
+
+fn read_only() -> bool {
+    // SAFETY: reads a backend global.
+    unsafe { pg_sys::XactReadOnly }
+}
+
+/// Runs `f` on the state of (kind, name) in `aicost.breaker_state`.
+///
+/// A question (`lazy`) first runs `f` on an unlocked read and is done if nothing but the count of
+/// refused calls changed (refusals are not counted in this mode), or if the transaction is
+/// read-only (a standby, or a read-only transaction: answered, not recorded). Otherwise the row is
+/// created if missing and locked, and `f` runs on it again before it is written. Lock order: a
+/// model's provider row (`first`) before the model's row, in every call, so two sessions never
+/// wait on each other's rows in opposite orders.
+fn with_table<R>(
+    kind: Kind,
+    name: &str,
+    lazy: bool,
+    first: Option<(Kind, &str)>,
+    mut f: impl FnMut(&mut Breaker) -> R,
+) -> R {
     crate::security::as_owner(|| {
         if lazy {
             let before = decode(
+                kind,
+                name,
                 Spi::get_one_with_args::<Vec<u8>>(
                     // Always one row (NULL when the breaker has none yet).
                     "SELECT (SELECT data FROM aicost.breaker_state WHERE kind = $1 AND name = $2)",
-                    &args(),
+                    &[kind.as_str().into(), name.into()],
                 )
                 .or_internal("reading aicost.breaker_state"),
             );
             let mut after = before;
             let r = f(&mut after);
             after.rejected = before.rejected;
-            if after == before {
+            if after == before || read_only() {
                 return r;
             }
         }
         Spi::connect_mut(|c| {
-            c.update(
-                "INSERT INTO aicost.breaker_state (kind, name, data) VALUES ($1, $2, $3)
-                 ON CONFLICT (kind, name) DO NOTHING",
-                None,
-                &[
-                    kind.as_str().into(),
-                    name.into(),
-                    Breaker::default().encode().into(),
-                ],
-            )
-            .or_internal("creating a row of aicost.breaker_state");
-            let cur = c
-                .update(
-                    "SELECT data FROM aicost.breaker_state WHERE kind = $1 AND name = $2 FOR UPDATE",
-                    None,
-                    &args(),
-                )
-                .or_internal("locking a row of aicost.breaker_state")
-                .first()
-                .get_one::<Vec<u8>>()
-                .or_internal("reading aicost.breaker_state");
-            let mut b = decode(cur);
+            if let Some((k, n)) = first {
+                lock_row(c, k, n);
+            }
+            let cur = lock_row(c, kind, name);
+            let mut b = cur;
             let r = f(&mut b);
+            b.rejected = cur.rejected;
             c.update(
                 "UPDATE aicost.breaker_state SET data = $3 WHERE kind = $1 AND name = $2",
                 None,
@@ -477,12 +517,19 @@ fn with_table<R>(kind: Kind, name: &str, lazy: bool, mut f: impl FnMut(&mut Brea
     })
 }
 
-/// Runs `f` on the state of breaker (kind, name) wherever this mode keeps it.
-fn with_breaker<R>(kind: Kind, name: &str, lazy: bool, f: impl FnMut(&mut Breaker) -> R) -> R {
+/// Runs `f` on the state of breaker (kind, name) wherever this mode keeps it: a question (`lazy`)
+/// or a report; `first` is the provider of a model breaker (see [`with_table`]).
+fn with_breaker<R>(
+    kind: Kind,
+    name: &str,
+    lazy: bool,
+    first: Option<(Kind, &str)>,
+    f: impl FnMut(&mut Breaker) -> R,
+) -> R {
     if shmem::preloaded() {
-        with_shared(kind, name, f)
+        with_shared(kind, name, !lazy, f)
     } else {
-        with_table(kind, name, lazy, f)
+        with_table(kind, name, lazy, first, f)
     }
 }
 
@@ -517,9 +564,11 @@ fn interval(us: i64) -> Interval {
 /// the model refuses. The state shown is the refusing breaker's, else the one that is not closed.
 fn allow(model: &str, provider: &str) -> Decision {
     let t = now();
-    let p = (!provider.is_empty()).then(|| {
+    let has_provider = !provider.is_empty();
+    let first = has_provider.then_some((Kind::Provider, provider));
+    let p = has_provider.then(|| {
         let cfg = config(Kind::Provider, provider);
-        with_breaker(Kind::Provider, provider, true, |b| b.allow(t, &cfg))
+        with_breaker(Kind::Provider, provider, true, None, |b| b.allow(t, &cfg))
     });
     if let Some(d) = p
         && !d.allowed
@@ -527,10 +576,10 @@ fn allow(model: &str, provider: &str) -> Decision {
         return d;
     }
     let cfg = config(Kind::Model, model);
-    let d = with_breaker(Kind::Model, model, true, |b| b.allow(t, &cfg));
+    let d = with_breaker(Kind::Model, model, true, first, |b| b.allow(t, &cfg));
     match p {
         Some(pd) if !d.allowed && pd.probe => {
-            with_breaker(Kind::Provider, provider, false, |b| b.release_probe());
+            with_breaker(Kind::Provider, provider, false, None, |b| b.release_probe());
             d
         }
         Some(pd) if d.allowed && d.state == State::Closed => Decision { probe: false, ..pd },
@@ -608,12 +657,13 @@ fn ai_call_report(
     let t = now();
     if !provider.is_empty() {
         let cfg = config(Kind::Provider, &provider);
-        with_breaker(Kind::Provider, &provider, false, |b| {
+        with_breaker(Kind::Provider, &provider, false, None, |b| {
             b.report(t, &cfg, o, latency_us)
         });
     }
     let cfg = config(Kind::Model, &name);
-    with_breaker(Kind::Model, &name, false, |b| {
+    let first = (!provider.is_empty()).then_some((Kind::Provider, provider.as_str()));
+    with_breaker(Kind::Model, &name, false, first, |b| {
         b.report(t, &cfg, o, latency_us)
     })
     .as_str()
@@ -820,7 +870,7 @@ mod aicost {
     /// NULL for a model without both prices now.
     #[pg_extern(stable, parallel_safe)]
     fn _route_candidates(
-        models: Option<Vec<Option<String>>>,
+        models: Option<pgrx::Array<&str>>,
         tokens: Option<i64>,
     ) -> TableIterator<
         'static,
@@ -854,10 +904,11 @@ mod aicost {
         // SAFETY: reads the transaction's start time (now()).
         let at = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
         let mut out: Vec<(i32, String, Option<AnyNumeric>)> = Vec::new();
-        for (i, m) in models.into_iter().enumerate() {
+        // Checked before anything is read out of the array.
+        for (i, m) in models.iter().enumerate() {
             let name = not_null("a model in models", m);
-            let catalog = catalog_for(&name);
-            let Some((m, _)) = resolve(&catalog, &name, false) else {
+            let catalog = catalog_for(name);
+            let Some((m, _)) = resolve(&catalog, name, false) else {
                 unreachable!("resolve raises for an unknown name")
             };
             if out.iter().any(|(_, n, _)| *n == m.name) {

@@ -52,7 +52,7 @@ const STAT_MAX_MODELS_DEFAULT: i32 = 5000;
 pub static SHMEM_BUDGETS: GucSetting<i32> = GucSetting::<i32>::new(SHMEM_BUDGETS_DEFAULT);
 const SHMEM_BUDGETS_DEFAULT: i32 = 10_000;
 /// Circuit breakers (models and providers) kept in shared memory.
-pub static SHMEM_BREAKERS: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static SHMEM_BREAKERS: GucSetting<i32> = GucSetting::<i32>::new(4096);
 /// Whether statistics are collected.
 pub static TRACK: GucSetting<bool> = GucSetting::<bool>::new(true);
 
@@ -190,7 +190,7 @@ pub fn register_shmem() {
     );
     GucRegistry::define_int_guc(
         c"aicost.shmem_breakers",
-        c"Circuit breakers (one per model and one per provider, per database) kept in shared memory (needs shared_preload_libraries).",
+        c"Circuit breakers (one per model and one per provider of each database, for the whole server) kept in shared memory (needs shared_preload_libraries).",
         c"Calls to a model whose breaker does not fit are admitted untracked, with a WARNING.",
         &SHMEM_BREAKERS,
         16,

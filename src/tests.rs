@@ -357,10 +357,11 @@ pub(crate) mod tests {
             text(
                 "(SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname) FROM pg_trigger
                    WHERE tgrelid IN ('aicost.models'::regclass, 'aicost.model_aliases'::regclass,
-                                     'aicost.prices'::regclass, 'aicost.tenants'::regclass)
+                                     'aicost.prices'::regclass, 'aicost.tenants'::regclass,
+                                     'aicost.breaker_config'::regclass)
                      AND tgname LIKE '%changed%')"
             ),
-            "model_aliases_changed_del:A,model_aliases_changed_ins:A,model_aliases_changed_trunc:A,\
+            "breaker_config_changed:A,model_aliases_changed_del:A,model_aliases_changed_ins:A,model_aliases_changed_trunc:A,\
              model_aliases_changed_upd:A,models_changed_del:A,models_changed_ins:A,models_changed_trunc:A,\
              models_changed_upd:A,prices_changed_del:A,prices_changed_ins:A,prices_changed_trunc:A,\
              prices_changed_upd:A,tenants_changed:A"
@@ -373,7 +374,7 @@ pub(crate) mod tests {
             one::<i64>(
                 "SELECT cardinality(extconfig)::bigint FROM pg_extension WHERE extname = 'pg_aicost'"
             ),
-            Some(17)
+            Some(18)
         );
         let uncommented = text(
             "(SELECT string_agg(c.relname || coalesce('.' || a.attname, ''), ', ')

@@ -228,7 +228,7 @@ impl Breaker {
                 retry_after_us: None,
                 probe: false,
             },
-            State::Open => self.refuse(self.open_until - now),
+            State::Open => self.refuse(self.open_until.saturating_sub(now)),
             State::HalfOpen => {
                 if self.probes_in_flight >= cfg.probes && now >= self.probe_deadline {
                     self.probes_in_flight = 0; // lost probes
@@ -243,7 +243,7 @@ impl Breaker {
                         probe: true,
                     }
                 } else {
-                    self.refuse(self.probe_deadline - now)
+                    self.refuse(self.probe_deadline.saturating_sub(now))
                 }
             }
         }
@@ -258,7 +258,7 @@ impl Breaker {
     }
 
     fn refuse(&mut self, retry_after_us: i64) -> Decision {
-        self.rejected += 1;
+        self.rejected = self.rejected.saturating_add(1);
         Decision {
             allowed: false,
             state: self.state,
@@ -276,13 +276,13 @@ impl Breaker {
         latency_us: Option<i64>,
     ) -> State {
         if let Some(l) = latency_us {
-            self.latency_count += 1;
+            self.latency_count = self.latency_count.saturating_add(1);
             self.latency_sum_us = self.latency_sum_us.saturating_add(l.max(0) as u64);
         }
         match outcome {
-            Outcome::Ok => self.successes += 1,
-            Outcome::Failure => self.failures += 1,
-            Outcome::ClientError => self.client_errors += 1,
+            Outcome::Ok => self.successes = self.successes.saturating_add(1),
+            Outcome::Failure => self.failures = self.failures.saturating_add(1),
+            Outcome::ClientError => self.client_errors = self.client_errors.saturating_add(1),
         }
         match (self.state, outcome) {
             (State::Closed, Outcome::Ok) => {
@@ -298,7 +298,7 @@ impl Breaker {
             }
             (State::HalfOpen, Outcome::Ok) => {
                 self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
-                self.probe_successes += 1;
+                self.probe_successes = self.probe_successes.saturating_add(1);
                 if self.probe_successes >= cfg.close_after {
                     self.close(now);
                 }
@@ -389,9 +389,9 @@ impl Breaker {
     pub fn retry_after(&self, now: i64, cfg: &Config) -> Option<i64> {
         match self.state {
             State::Closed => None,
-            State::Open => Some((self.open_until - now).max(0)).filter(|&d| d > 0),
+            State::Open => Some(self.open_until.saturating_sub(now)).filter(|&d| d > 0),
             State::HalfOpen => (self.probes_in_flight >= cfg.probes && now < self.probe_deadline)
-                .then(|| self.probe_deadline - now),
+                .then(|| self.probe_deadline.saturating_sub(now)),
         }
     }
 }

@@ -171,6 +171,31 @@ impl<'a, E: Entry> Table<'a, E> {
         None
     }
 
+    /// The entry of `key` if it is in the table (never claims a slot).
+    #[inline]
+    pub fn get(&self, key: &E::Key, hash: u64) -> Option<&'a E> {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        for _ in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let state = slot.state.load(Acquire);
+            if state == EMPTY {
+                return None;
+            }
+            wait_ready(slot, state);
+            // SAFETY: READY was loaded with Acquire: entry and hash are written and frozen.
+            let (h, t) = unsafe { (*slot.hash.get(), *slot.entry.get()) };
+            if h == hash
+                && let Some(e) = self.entries.get(t as usize)
+                && e.matches(key)
+            {
+                return Some(e);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+
     fn reserve(&self) -> bool {
         let cap = self.hdr.cap;
         self.hdr
@@ -308,6 +333,18 @@ mod tests {
         assert!(t.get_or_insert(&99, fmix64(99)).is_none());
         assert!(t.get_or_insert(&1, fmix64(1)).is_some());
         assert_eq!(t.entries().count(), 3);
+    }
+
+    #[test]
+    fn get_finds_only_inserted_keys() {
+        let (hdr, slots, entries) = parts(8);
+        let t = Table::new(&hdr, &slots, &entries);
+        assert!(t.get(&7, 7).is_none());
+        let e = t.get_or_insert(&7, 7).expect("room");
+        assert!(std::ptr::eq(t.get(&7, 7).expect("inserted"), e));
+        // Same hash, other key: probing goes on past it and stops at an empty slot.
+        assert!(t.get(&15, 7).is_none());
+        assert_eq!(t.entries().count(), 1);
     }
 
     #[test]

@@ -388,6 +388,12 @@ fn shmem_reports_count_at_once_and_a_restart_starts_closed() {
         "INSERT INTO aicost.breaker_config (kind, name, failure_threshold, cooldown) VALUES ('model', 'gpt-4o', 1, '1 hour')",
     );
     let mut c = connect_as(&db, &app.name);
+    // Questions create no entry in shared memory: only reports do.
+    for m in ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-6"] {
+        assert_eq!(allowed(&mut c, m), (true, "closed".into()));
+    }
+    let n: i64 = one_row(&mut su, "SELECT count(*) FROM aicost.stat_breaker", &[]).get(0);
+    assert_eq!(n, 0, "breakers created by questions");
     exec(&mut c, "BEGIN");
     report(&mut c, "gpt-4o", false);
     let mut other = connect_as(&db, &app.name);
@@ -420,6 +426,24 @@ fn perbackend_reports_are_transactional_and_survive_a_restart() {
     assert!(allowed(&mut other, "gpt-4o").0, "rolled back");
     report(&mut c, "gpt-4o", false);
     assert!(!allowed(&mut other, "gpt-4o").0, "committed");
+    // Read-only (as on a standby): answered, not recorded. gpt-4o-mini's cooldown is over, so the
+    // question would move it to half-open and take a probe slot.
+    exec(
+        &mut su,
+        "INSERT INTO aicost.breaker_config (kind, name, failure_threshold, cooldown) VALUES ('model', 'gpt-4o-mini', 1, '1 millisecond')",
+    );
+    report(&mut c, "gpt-4o-mini", false);
+    std::thread::sleep(Duration::from_millis(20));
+    exec(&mut other, "BEGIN READ ONLY");
+    assert_eq!(
+        allowed(&mut other, "gpt-4o-mini"),
+        (true, "half_open".into())
+    );
+    exec(&mut other, "COMMIT");
+    assert_eq!(
+        state(&mut su, "model", "gpt-4o-mini").as_deref(),
+        Some("open")
+    );
     // The application role cannot write the state table itself.
     expect_sqlstate(
         other.query("DELETE FROM aicost.breaker_state", &[]),
