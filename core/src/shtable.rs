@@ -131,56 +131,25 @@ fn wait_ready(slot: &Slot, mut state: u32) -> u32 {
     state
 }
 
-impl<'a, E: Entry> Table<'a, E> {
-    /// The entry of `key`, claimed if new; None when the table is full.
-    #[inline]
-    pub fn get_or_insert(&self, key: &E::Key, hash: u64) -> Option<&'a E> {
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        for _ in 0..self.slots.len() {
-            let slot = &self.slots[i];
-            let mut state = slot.state.load(Acquire);
-            if state == EMPTY {
-                // The key is not in the table (probes never skip an empty slot): claim this one.
-                if !self.reserve() {
-                    return None;
-                }
-                match slot
-                    .state
-                    .compare_exchange(EMPTY, CLAIMED, Acquire, Acquire)
-                {
-                    Ok(_) => return self.publish(slot, key, hash),
-                    Err(now) => {
-                        // Another process claimed it first (maybe for the same key): look at it.
-                        self.hdr.reserved.fetch_sub(1, Relaxed);
-                        state = now;
-                    }
-                }
-            }
-            wait_ready(slot, state);
-            // SAFETY: READY was loaded with Acquire: entry and hash are written and frozen.
-            let (h, t) = unsafe { (*slot.hash.get(), *slot.entry.get()) };
-            if h == hash
-                && let Some(e) = self.entries.get(t as usize)
-                && e.matches(key)
-            {
-                return Some(e);
-            }
-            i = (i + 1) & mask;
-        }
-        None
-    }
+/// Where a probe for a key ended.
+enum Probe<'a, E> {
+    Found(&'a E),
+    /// At this empty slot: the key is not in the table (probes never skip an empty slot).
+    Empty(&'a Slot),
+    /// Every slot holds another key.
+    Full,
+}
 
-    /// The entry of `key` if it is in the table (never claims a slot).
+impl<'a, E: Entry> Table<'a, E> {
     #[inline]
-    pub fn get(&self, key: &E::Key, hash: u64) -> Option<&'a E> {
+    fn probe(&self, key: &E::Key, hash: u64) -> Probe<'a, E> {
         let mask = self.slots.len() - 1;
         let mut i = hash as usize & mask;
         for _ in 0..self.slots.len() {
             let slot = &self.slots[i];
             let state = slot.state.load(Acquire);
             if state == EMPTY {
-                return None;
+                return Probe::Empty(slot);
             }
             wait_ready(slot, state);
             // SAFETY: READY was loaded with Acquire: entry and hash are written and frozen.
@@ -189,11 +158,45 @@ impl<'a, E: Entry> Table<'a, E> {
                 && let Some(e) = self.entries.get(t as usize)
                 && e.matches(key)
             {
-                return Some(e);
+                return Probe::Found(e);
             }
             i = (i + 1) & mask;
         }
-        None
+        Probe::Full
+    }
+
+    /// The entry of `key` if it is in the table (never claims a slot).
+    #[inline]
+    pub fn get(&self, key: &E::Key, hash: u64) -> Option<&'a E> {
+        match self.probe(key, hash) {
+            Probe::Found(e) => Some(e),
+            Probe::Empty(_) | Probe::Full => None,
+        }
+    }
+
+    /// The entry of `key`, claimed if new; None when the table is full.
+    #[inline]
+    pub fn get_or_insert(&self, key: &E::Key, hash: u64) -> Option<&'a E> {
+        // Each lost race for an empty slot leaves that slot claimed: at most n_slots rounds.
+        loop {
+            let slot = match self.probe(key, hash) {
+                Probe::Found(e) => return Some(e),
+                Probe::Full => return None,
+                Probe::Empty(slot) => slot,
+            };
+            if !self.reserve() {
+                return None;
+            }
+            if slot
+                .state
+                .compare_exchange(EMPTY, CLAIMED, Acquire, Acquire)
+                .is_ok()
+            {
+                return self.publish(slot, key, hash);
+            }
+            // Another process claimed it first (maybe for the same key): probe again.
+            self.hdr.reserved.fetch_sub(1, Relaxed);
+        }
     }
 
     fn reserve(&self) -> bool {
