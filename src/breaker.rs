@@ -22,12 +22,13 @@
 use crate::error::{ErrorExt, raise_full};
 use crate::pricing::{catalog_for, resolve};
 use crate::shmem::{self, SpinLock, database};
-use aicost_core::breaker::{Breaker, Config, Decision, ERROR_CLASSES, State, outcome};
+use aicost_core::breaker::{Breaker, Config, Decision, ERROR_CLASSES, Outcome, State, outcome};
 use aicost_core::shtable::{Entry, Slot, Table, TableHeader, hash_bytes, n_slots};
 use aicost_core::{ServiceTier, TokenCounts, compute};
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, pg_sys};
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{AnyNumeric, PgOid, pg_sys};
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::rc::Rc;
@@ -416,31 +417,52 @@ fn with_shared<R>(kind: Kind, name: &str, create: bool, f: impl FnOnce(&mut Brea
 // ---------------------------------------------------------------------------------------------
 // Table mode
 
-/// Creates the row of (kind, name) if it is missing and locks it until the transaction ends;
-/// returns its state.
-fn lock_row(c: &mut pgrx::spi::SpiClient<'_>, kind: Kind, name: &str) -> Breaker {
-    c.update(
-        "INSERT INTO aicost.breaker_state (kind, name, data) VALUES ($1, $2, $3)
-         ON CONFLICT (kind, name) DO NOTHING",
-        None,
-        &[
-            kind.as_str().into(),
-            name.into(),
-            Breaker::default().encode().into(),
-        ],
-    )
-    .or_internal("creating a row of aicost.breaker_state");
-    let data = c
-        .update(
+/// The table mode's statements, prepared once per backend (run as the extension's owner).
+struct Plans {
+    /// (kind, data) of a model's row and its provider's.
+    read: OwnedPreparedStatement,
+    create: OwnedPreparedStatement,
+    lock: OwnedPreparedStatement,
+    write: OwnedPreparedStatement,
+}
+
+thread_local! {
+    static PLANS: RefCell<Option<Rc<Plans>>> = const { RefCell::new(None) };
+}
+
+fn plans(c: &mut pgrx::spi::SpiClient<'_>) -> Rc<Plans> {
+    if let Some(p) = PLANS.with(|p| p.borrow().clone()) {
+        return p;
+    }
+    let text = pg_sys::TEXTOID;
+    let prep = |sql: &str, args: &[pg_sys::Oid]| {
+        let args: Vec<PgOid> = args.iter().map(|&o| o.into()).collect();
+        c.prepare_mut(sql, &args)
+            .or_internal("preparing a breaker statement")
+            .keep()
+    };
+    let p = Rc::new(Plans {
+        read: prep(
+            "SELECT kind, data FROM aicost.breaker_state
+              WHERE (kind = 'provider' AND name = $1) OR (kind = 'model' AND name = $2)",
+            &[text, text],
+        ),
+        create: prep(
+            "INSERT INTO aicost.breaker_state (kind, name, data) VALUES ($1, $2, $3)
+             ON CONFLICT (kind, name) DO NOTHING",
+            &[text, text, pg_sys::BYTEAOID],
+        ),
+        lock: prep(
             "SELECT data FROM aicost.breaker_state WHERE kind = $1 AND name = $2 FOR UPDATE",
-            None,
-            &[kind.as_str().into(), name.into()],
-        )
-        .or_internal("locking a row of aicost.breaker_state")
-        .first()
-        .get_one::<Vec<u8>>()
-        .or_internal("reading aicost.breaker_state");
-    decode(kind, name, data)
+            &[text, text],
+        ),
+        write: prep(
+            "UPDATE aicost.breaker_state SET data = $3 WHERE kind = $1 AND name = $2",
+            &[text, text, pg_sys::BYTEAOID],
+        ),
+    });
+    PLANS.with(|c| *c.borrow_mut() = Some(p.clone()));
+    p
 }
 
 fn decode(kind: Kind, name: &str, data: Option<Vec<u8>>) -> Breaker {
@@ -459,78 +481,111 @@ fn decode(kind: Kind, name: &str, data: Option<Vec<u8>>) -> Breaker {
     })
 }
 
+/// Creates the row of (kind, name) if it is missing and locks it until the transaction ends;
+/// returns its state.
+fn lock_row(c: &mut pgrx::spi::SpiClient<'_>, p: &Plans, kind: Kind, name: &str) -> Breaker {
+    let fresh = Breaker::default().encode();
+    c.update(
+        &p.create,
+        None,
+        &[kind.as_str().into(), name.into(), fresh.into()],
+    )
+    .or_internal("creating a row of aicost.breaker_state");
+    let data = c
+        .update(&p.lock, None, &[kind.as_str().into(), name.into()])
+        .or_internal("locking a row of aicost.breaker_state")
+        .first()
+        .get_one::<Vec<u8>>()
+        .or_internal("reading aicost.breaker_state");
+    decode(kind, name, data)
+}
+
+/// Whether `after` differs from `before` in more than the count of refused calls (not kept in this
+/// mode: a refusal should not have to write).
+fn changed(before: &Breaker, after: &Breaker) -> bool {
+    Breaker {
+        rejected: before.rejected,
+        ..*after
+    } != *before
+}
+
 fn read_only() -> bool {
     // SAFETY: reads a backend global.
     unsafe { pg_sys::XactReadOnly }
 }
 
-/// Runs `f` on the state of (kind, name) in `aicost.breaker_state`.
+/// Runs `f` on the states of a model's breaker and its provider's (None: the model has no
+/// provider) in `aicost.breaker_state`, as the extension.
 ///
-/// A question (`lazy`) first runs `f` on an unlocked read and is done if nothing but the count of
-/// refused calls changed (refusals are not counted in this mode), or if the transaction is
-/// read-only (a standby, or a read-only transaction: answered, not recorded). Otherwise the row is
-/// created if missing and locked, and `f` runs on it again before it is written. Lock order: a
-/// model's provider row (`first`) before the model's row, in every call, so two sessions never
-/// wait on each other's rows in opposite orders.
-fn with_table<R>(
-    kind: Kind,
-    name: &str,
+/// A question (`lazy`) first runs `f` on an unlocked read of both rows and is done if neither
+/// changed, or if the transaction is read-only (a standby, or a read-only transaction: answered,
+/// not recorded). Otherwise both rows are created if missing and locked, the provider's first
+/// (in every call, so two sessions never wait on each other's rows in opposite orders), `f` runs
+/// again on what they hold, and the rows it changed are written.
+fn with_pair_table<R>(
+    provider: &str,
+    model: &str,
     lazy: bool,
-    first: Option<(Kind, &str)>,
-    mut f: impl FnMut(&mut Breaker) -> R,
+    mut f: impl FnMut(Option<&mut Breaker>, &mut Breaker) -> R,
 ) -> R {
+    let has_provider = !provider.is_empty();
     crate::security::as_owner(|| {
-        if lazy {
-            let before = decode(
-                kind,
-                name,
-                Spi::get_one_with_args::<Vec<u8>>(
-                    // Always one row (NULL when the breaker has none yet).
-                    "SELECT (SELECT data FROM aicost.breaker_state WHERE kind = $1 AND name = $2)",
-                    &[kind.as_str().into(), name.into()],
-                )
-                .or_internal("reading aicost.breaker_state"),
-            );
-            let mut after = before;
-            let r = f(&mut after);
-            after.rejected = before.rejected;
-            if after == before || read_only() {
-                return r;
-            }
-        }
         Spi::connect_mut(|c| {
-            if let Some((k, n)) = first {
-                lock_row(c, k, n);
+            let p = plans(c);
+            if lazy {
+                let (mut p0, mut m0) = (Breaker::default(), Breaker::default());
+                let rows = c
+                    .update(&p.read, None, &[provider.into(), model.into()])
+                    .or_internal("reading aicost.breaker_state");
+                for row in rows {
+                    let kind: String = row.get(1).ok().flatten().unwrap_or_default();
+                    let data: Option<Vec<u8>> = row.get(2).ok().flatten();
+                    if kind == Kind::Provider.as_str() {
+                        p0 = decode(Kind::Provider, provider, data);
+                    } else {
+                        m0 = decode(Kind::Model, model, data);
+                    }
+                }
+                let (mut p1, mut m1) = (p0, m0);
+                let r = f(has_provider.then_some(&mut p1), &mut m1);
+                if !(changed(&p0, &p1) || changed(&m0, &m1)) || read_only() {
+                    return r;
+                }
             }
-            let cur = lock_row(c, kind, name);
-            let mut b = cur;
-            let r = f(&mut b);
-            b.rejected = cur.rejected;
-            c.update(
-                "UPDATE aicost.breaker_state SET data = $3 WHERE kind = $1 AND name = $2",
-                None,
-                &[kind.as_str().into(), name.into(), b.encode().into()],
-            )
-            .or_internal("writing aicost.breaker_state");
+            let p0 = has_provider.then(|| lock_row(c, &p, Kind::Provider, provider));
+            let m0 = lock_row(c, &p, Kind::Model, model);
+            let (mut p1, mut m1) = (p0.unwrap_or_default(), m0);
+            let r = f(p0.is_some().then_some(&mut p1), &mut m1);
+            let writes = [
+                (
+                    Kind::Provider,
+                    provider,
+                    p0.filter(|p0| changed(p0, &p1)),
+                    p1,
+                ),
+                (
+                    Kind::Model,
+                    model,
+                    Some(m0).filter(|m0| changed(m0, &m1)),
+                    m1,
+                ),
+            ];
+            for (kind, name, before, after) in writes {
+                let Some(before) = before else { continue };
+                let after = Breaker {
+                    rejected: before.rejected,
+                    ..after
+                };
+                c.update(
+                    &p.write,
+                    None,
+                    &[kind.as_str().into(), name.into(), after.encode().into()],
+                )
+                .or_internal("writing aicost.breaker_state");
+            }
             r
         })
     })
-}
-
-/// Runs `f` on the state of breaker (kind, name) wherever this mode keeps it: a question (`lazy`)
-/// or a report; `first` is the provider of a model breaker (see [`with_table`]).
-fn with_breaker<R>(
-    kind: Kind,
-    name: &str,
-    lazy: bool,
-    first: Option<(Kind, &str)>,
-    f: impl FnMut(&mut Breaker) -> R,
-) -> R {
-    if shmem::preloaded() {
-        with_shared(kind, name, !lazy, f)
-    } else {
-        with_table(kind, name, lazy, first, f)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -560,30 +615,100 @@ fn interval(us: i64) -> Interval {
     Interval::from_micros(us)
 }
 
-/// Asks the provider's breaker, then the model's; a probe slot the provider gave is returned if
-/// the model refuses. The state shown is the refusing breaker's, else the one that is not closed.
-fn allow(model: &str, provider: &str) -> Decision {
-    let t = now();
-    let has_provider = !provider.is_empty();
-    let first = has_provider.then_some((Kind::Provider, provider));
-    let p = has_provider.then(|| {
-        let cfg = config(Kind::Provider, provider);
-        with_breaker(Kind::Provider, provider, true, None, |b| b.allow(t, &cfg))
-    });
+/// One step of a decision: ask the provider's breaker, ask the model's, or give back the probe
+/// slot the provider's gave.
+enum Step {
+    Provider,
+    Model,
+    ReleaseProvider,
+}
+
+/// What a step that decides nothing (a release) returns; never used.
+const NO_DECISION: Decision = Decision {
+    allowed: false,
+    state: State::Closed,
+    retry_after_us: None,
+    probe: false,
+};
+
+/// The rule that combines the two breakers, whatever keeps them: the provider's is asked first
+/// and a refusal is final; a probe slot it gave is returned if the model's then refuses. The state
+/// shown is the refusing breaker's, else the one that is not closed.
+fn combine(has_provider: bool, mut step: impl FnMut(Step) -> Decision) -> Decision {
+    let p = has_provider.then(|| step(Step::Provider));
     if let Some(d) = p
         && !d.allowed
     {
         return d;
     }
-    let cfg = config(Kind::Model, model);
-    let d = with_breaker(Kind::Model, model, true, first, |b| b.allow(t, &cfg));
+    let d = step(Step::Model);
     match p {
         Some(pd) if !d.allowed && pd.probe => {
-            with_breaker(Kind::Provider, provider, false, None, |b| b.release_probe());
+            step(Step::ReleaseProvider);
             d
         }
         Some(pd) if d.allowed && d.state == State::Closed => Decision { probe: false, ..pd },
         _ => d,
+    }
+}
+
+/// Whether a call to `model` (canonical) of `provider` may be made now.
+fn allow(model: &str, provider: &str) -> Decision {
+    let t = now();
+    let has_provider = !provider.is_empty();
+    let pcfg = config(Kind::Provider, provider);
+    let mcfg = config(Kind::Model, model);
+    let ask = |b: &mut Breaker, step: &Step| match step {
+        Step::Provider => b.allow(t, &pcfg),
+        Step::Model => b.allow(t, &mcfg),
+        Step::ReleaseProvider => {
+            b.release_probe();
+            NO_DECISION
+        }
+    };
+    if shmem::preloaded() {
+        // One spinlock at a time: each step under its breaker's own.
+        combine(has_provider, |step| {
+            let (kind, name) = match step {
+                Step::Model => (Kind::Model, model),
+                _ => (Kind::Provider, provider),
+            };
+            with_shared(kind, name, false, |b| ask(b, &step))
+        })
+    } else {
+        with_pair_table(provider, model, true, |mut p, m| {
+            combine(has_provider, |step| match (&step, p.as_deref_mut()) {
+                (Step::Model, _) => ask(m, &step),
+                (_, Some(pb)) => ask(pb, &step),
+                // Not asked: without a provider there is no provider step.
+                (_, None) => NO_DECISION,
+            })
+        })
+    }
+}
+
+/// Records an outcome in the breakers of `model` (canonical) and its `provider`; returns the
+/// model breaker's state.
+fn report(model: &str, provider: &str, o: Outcome, latency_us: Option<i64>) -> State {
+    let t = now();
+    let pcfg = (!provider.is_empty()).then(|| config(Kind::Provider, provider));
+    let mcfg = config(Kind::Model, model);
+    if shmem::preloaded() {
+        if let Some(c) = pcfg {
+            with_shared(Kind::Provider, provider, true, |b| {
+                b.report(t, &c, o, latency_us)
+            });
+        }
+        with_shared(Kind::Model, model, true, |b| {
+            b.report(t, &mcfg, o, latency_us)
+        })
+    } else {
+        with_pair_table(provider, model, false, |p, m| {
+            if let (Some(b), Some(c)) = (p, pcfg) {
+                b.report(t, &c, o, latency_us);
+            }
+            m.report(t, &mcfg, o, latency_us)
+        })
     }
 }
 
@@ -654,20 +779,7 @@ fn ai_call_report(
         }
         us as i64
     });
-    let t = now();
-    if !provider.is_empty() {
-        let cfg = config(Kind::Provider, &provider);
-        with_breaker(Kind::Provider, &provider, false, None, |b| {
-            b.report(t, &cfg, o, latency_us)
-        });
-    }
-    let cfg = config(Kind::Model, &name);
-    let first = (!provider.is_empty()).then_some((Kind::Provider, provider.as_str()));
-    with_breaker(Kind::Model, &name, false, first, |b| {
-        b.report(t, &cfg, o, latency_us)
-    })
-    .as_str()
-    .to_string()
+    report(&name, &provider, o, latency_us).as_str().to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
