@@ -14,7 +14,7 @@ export AICOST_PGPORT ?= 28815
 export AICOST_TEST_DSN ?= host=127.0.0.1 port=$(AICOST_PGPORT) user=postgres
 export AICOST_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
-.PHONY: setup build install install-release demo test test-matrix test-core test-pg test-it test-upgrade package test-package lint bench fuzz cluster-start cluster-stop clean
+.PHONY: setup build install install-release demo test test-matrix test-core test-pg test-it test-clients test-upgrade package test-package lint bench fuzz cluster-start cluster-stop clean
 
 setup:
 	@bash scripts/setup.sh
@@ -55,6 +55,11 @@ test-it: install
 	AICOST_PRELOAD=1 $(CLUSTER) restart
 	$(PGENV) AICOST_PRELOAD=1 cargo test -p pg_aicost_it --tests --no-fail-fast -- --test-threads=1 --skip perbackend_
 	@$(CLUSTER) stop
+
+# The integrations of clients/ (Python, LiteLLM, Prometheus, pg_cron, Node.js) on Debian's 15.
+test-clients:
+	$(MAKE) --no-print-directory install PG=15
+	bash clients/run-tests.sh
 
 # pg_upgrade (and dump/restore) of a database with pg_aicost from PostgreSQL $(UPGRADE_FROM) to $(UPGRADE_TO)
 # (15w: the 15.19 wheel; Debian's 15.20 stamps columns with an option the 18.6 wheel rejects).

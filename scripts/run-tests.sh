@@ -22,6 +22,7 @@ if [ -n "${AICOST_TEST_PG:-}" ]; then
   # `make test PG=NN`: every in-database suite on that version only.
   run make --no-print-directory test-pg PG="$AICOST_TEST_PG"
   run make --no-print-directory test-it PG="$AICOST_TEST_PG"
+  if [ "$AICOST_TEST_PG" = 15 ]; then run make --no-print-directory test-clients; fi
 else
   for pg in 15 14 16 17 18; do
     run make --no-print-directory test-pg PG=$pg
@@ -29,13 +30,22 @@ else
   for pg in ${AICOST_IT_VERSIONS:-15 18}; do
     run make --no-print-directory test-it PG=$pg
   done
+  run make --no-print-directory test-clients
   run make --no-print-directory test-upgrade UPGRADE_FROM=15w UPGRADE_TO=18
   # Last: it installs the .deb over the development build of 15 and removes it again.
   run make --no-print-directory test-package
 fi
 
+# cargo test ("test result: ok. N passed; M failed;"), pytest ("N failed, M passed in ..." as its
+# last line) and node --test ("# pass N", "# fail M").
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$LOG" | awk '{s+=$1} END {print s+0}')
+py_passed=$(grep -E '^(=+ )?([0-9]+ failed, )?[0-9]+ passed.* in [0-9.]+s' "$LOG" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+py_failed=$(grep -E '^(=+ )?[0-9]+ failed.* in [0-9.]+s' "$LOG" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+node_passed=$(grep -E '^# pass [0-9]+$' "$LOG" | awk '{s+=$3} END {print s+0}')
+node_failed=$(grep -E '^# fail [0-9]+$' "$LOG" | awk '{s+=$3} END {print s+0}')
+passed=$((passed + py_passed + node_passed))
+failed=$((failed + py_failed + node_failed))
 echo
 echo "summary: ${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

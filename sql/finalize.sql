@@ -76,7 +76,7 @@ BEGIN
                     (p.prorettype = 'pg_catalog.trigger'::regtype
                      OR p.proname IN ('ai_price_set', 'ai_pricing_import', 'ai_pricing_load_default',
                                       'ai_budget_set', 'ai_budget_drop', 'ai_budget_check', 'ai_budget_reserve',
-                                      'ai_budget_release', 'ai_rate_limit_set', 'ai_rate_limit_check',
+                                      'ai_budget_release', 'ai_budget_reservations_purge', 'ai_rate_limit_set', 'ai_rate_limit_check',
                                       'ai_reprice_unpriced', 'ai_tenant_set', 'ai_tenant_drop',
                                       'ai_cache_get', 'ai_cache_put', 'ai_cache_get_or_lock', 'ai_cache_invalidate',
                                       'ai_cache_sweep', 'ai_cache_warm', 'ai_cache_namespace_set',
@@ -161,6 +161,7 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.ai_cache_namespace_set(text, bigint, bigint, text, interval, boolean, text),
     @extschema@.ai_cache_stats_reset(text),
     @extschema@.ai_breaker_reset(text, text),
+    @extschema@.ai_budget_reservations_purge(interval),
     aicost.stat_reset()
 TO aicost_admin;
 -- Models and aliases may be edited directly (prices only through ai_price_set / import).

@@ -756,6 +756,28 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 COMMENT ON FUNCTION ai_budget_release(bigint) IS 'Releases a reservation early; NULL if it was already settled or released (or is another org''s)';
 
+-- Maintenance (e.g. a pg_cron job): reservations stop counting when they are settled, released or
+-- expire, but their rows stay; this deletes those that stopped counting more than older_than ago.
+CREATE FUNCTION ai_budget_reservations_purge(older_than interval DEFAULT '1 day') RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_n bigint;
+    v_before timestamptz;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be an interval of zero or more, not %', coalesce(older_than::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_before := clock_timestamp() - older_than;
+    DELETE FROM aicost.budget_reservations r
+     WHERE (r.settled_at IS NOT NULL AND r.settled_at < v_before)
+        OR (r.settled_at IS NULL AND r.expires_at < v_before);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION ai_budget_reservations_purge(interval) IS 'Deletes reservations that were settled, released or expired more than older_than ago (they no longer count); returns how many (run it periodically, e.g. with pg_cron)';
+
 -- Sets a rate limit for a scope and window (NULL limits are unlimited). Returns its id.
 CREATE FUNCTION ai_rate_limit_set(scope text, scope_id text, window_size interval,
                                   max_requests bigint DEFAULT NULL, max_tokens bigint DEFAULT NULL,

@@ -1,6 +1,6 @@
 -- pg_aicost 0.3.0 -> 0.4.0: circuit breakers per model and provider (ai_call_allowed,
--- ai_call_report, ai_breaker_reset, aicost.breaker_config, aicost.stat_breaker) and budget-aware
--- routing (ai_route).
+-- ai_call_report, ai_breaker_reset, aicost.breaker_config, aicost.stat_breaker), budget-aware
+-- routing (ai_route), and ai_budget_reservations_purge for scheduled maintenance.
 -- Released scripts are never edited; the upgrade test compares the result with a fresh install.
 
 -- The Rust functions.
@@ -218,6 +218,28 @@ END
 $$;
 COMMENT ON FUNCTION ai_route(text[], text, text, bigint) IS 'The model to call among models (in order of preference): the first whose circuit breaker admits a call, or, when the scope''s budget is at throttle or the estimate would be denied, the cheapest the budget allows; reason says why (JSON); model is NULL when none can be called';
 
+-- Maintenance (e.g. a pg_cron job): reservations stop counting when they are settled, released or
+-- expire, but their rows stay; this deletes those that stopped counting more than older_than ago.
+CREATE FUNCTION ai_budget_reservations_purge(older_than interval DEFAULT '1 day') RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_n bigint;
+    v_before timestamptz;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be an interval of zero or more, not %', coalesce(older_than::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_before := clock_timestamp() - older_than;
+    DELETE FROM aicost.budget_reservations r
+     WHERE (r.settled_at IS NOT NULL AND r.settled_at < v_before)
+        OR (r.settled_at IS NULL AND r.expires_at < v_before);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION ai_budget_reservations_purge(interval) IS 'Deletes reservations that were settled, released or expired more than older_than ago (they no longer count); returns how many (run it periodically, e.g. with pg_cron)';
+
 -- Privileges of what this version adds (the rules of sql/finalize.sql "Roles and privileges").
 REVOKE ALL ON FUNCTION
     @extschema@.ai_call_allowed(text),
@@ -228,8 +250,10 @@ REVOKE ALL ON FUNCTION
     aicost._invalidate_breaker_config(),
     aicost._route_candidates(text[], bigint),
     aicost._breaker_config_check(),
-    aicost._breaker_config_changed()
+    aicost._breaker_config_changed(),
+    @extschema@.ai_budget_reservations_purge(interval)
 FROM PUBLIC;
+ALTER FUNCTION @extschema@.ai_budget_reservations_purge(interval) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION aicost._breaker_config_check() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION aicost._breaker_config_changed() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 GRANT EXECUTE ON FUNCTION
@@ -240,5 +264,6 @@ GRANT EXECUTE ON FUNCTION
 TO aicost_app;
 GRANT SELECT ON aicost.breaker_config, aicost.breaker_state, aicost.stat_breaker TO aicost_reader;
 GRANT EXECUTE ON FUNCTION aicost._breaker_rows() TO aicost_reader;
-GRANT EXECUTE ON FUNCTION @extschema@.ai_breaker_reset(text, text) TO aicost_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.ai_breaker_reset(text, text), @extschema@.ai_budget_reservations_purge(interval)
+TO aicost_admin;
 GRANT INSERT, UPDATE, DELETE ON aicost.breaker_config TO aicost_admin;

@@ -220,6 +220,7 @@ fn role_matrix() {
         ),
         // Administration.
         ("SELECT ai_breaker_reset()", ADMIN_ONLY),
+        ("SELECT ai_budget_reservations_purge()", ADMIN_ONLY),
         (
             "INSERT INTO aicost.breaker_config (kind, name, probes) VALUES ('model', 'gpt-4o', 3)",
             ADMIN_ONLY,
