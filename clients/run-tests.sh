@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# Debian's PostgreSQL 15: the one the exporter and postgresql-15-cron packages are built for.
+export PG=15
 log() { echo "clients: $*" >&2; }
 
 need=()
@@ -48,4 +50,4 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True
 "$PY" -m pytest -p no:cacheprovider -p no:warnings -q clients/tests
 AICOST_APP_URL="postgresql://aicost_client_app@127.0.0.1:$PORT/aicost_clients" \
 AICOST_ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/aicost_clients" \
-  node --test clients/node/
+  node --test --test-reporter=tap clients/node/aicost.test.js

@@ -36,12 +36,13 @@ else
   run make --no-print-directory test-package
 fi
 
-# cargo test ("test result: ok. N passed; M failed;"), pytest ("N failed, M passed in ..." as its
-# last line) and node --test ("# pass N", "# fail M").
+# cargo test ("test result: ok. N passed; M failed;"), pytest ("N failed, M passed, K errors in ..."
+# as its last line) and node --test with the TAP reporter ("# pass N", "# fail M"). A failing suite
+# stops the run (set -e), so failed counts show only in that suite's own output.
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$LOG" | awk '{s+=$1} END {print s+0}')
 py_passed=$(grep -E '^(=+ )?([0-9]+ failed, )?[0-9]+ passed.* in [0-9.]+s' "$LOG" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-py_failed=$(grep -E '^(=+ )?[0-9]+ failed.* in [0-9.]+s' "$LOG" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+py_failed=$(grep -E '^(=+ )?[0-9]+ (failed|errors?).* in [0-9.]+s' "$LOG" | grep -Eo '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
 node_passed=$(grep -E '^# pass [0-9]+$' "$LOG" | awk '{s+=$3} END {print s+0}')
 node_failed=$(grep -E '^# fail [0-9]+$' "$LOG" | awk '{s+=$3} END {print s+0}')
 passed=$((passed + py_passed + node_passed))

@@ -1,5 +1,8 @@
 -- pg_aicost maintenance jobs for pg_cron (Debian: postgresql-15-cron; postgresql.conf:
--- shared_preload_libraries = 'pg_cron', cron.database_name = '<your database>').
+-- shared_preload_libraries = 'pg_cron', cron.database_name = '<your database>', and
+-- cron.use_background_workers = on, so that jobs run in background workers as their role; without
+-- it pg_cron logs in over libpq to localhost as that role, which needs a password in .pgpass or a
+-- pg_hba.conf entry for it).
 --
 -- Run this file in the database named by cron.database_name, as the role the jobs should run as:
 -- a login role granted aicost_admin (and USAGE on schema cron), e.g.

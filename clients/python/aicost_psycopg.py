@@ -31,9 +31,16 @@ def _raise_budget_errors(e: psycopg.Error) -> None:
         raise RateLimited(str(e)) from e
 
 
+# ai_cost's optional token counts (named arguments).
+COUNTS = ("cached_tokens", "cache_write_tokens", "cache_write_1h_tokens")
+
+
 def cost(conn: psycopg.Connection, model: str, in_tokens: int, out_tokens: int, **more: int) -> Decimal:
-    """Exact USD cost of a request (cached_tokens=, cache_write_tokens=, ... as named arguments)."""
-    named = "".join(f", {k} => %({k})s" for k in more)
+    """Exact USD cost of a request (cached_tokens=, cache_write_tokens=, cache_write_1h_tokens=)."""
+    unknown = set(more) - set(COUNTS)
+    if unknown:
+        raise TypeError(f"unknown token counts: {sorted(unknown)}")
+    named = "".join(f", {k} => %({k})s" for k in COUNTS if k in more)
     row = conn.execute(
         f"SELECT ai_cost(%(model)s, %(in)s, %(out)s{named})",
         {"model": model, "in": in_tokens, "out": out_tokens, **more},
@@ -88,7 +95,11 @@ def cached_completion(
 ) -> tuple[dict[str, Any], bool]:
     """The response to request from the response cache, or produced once by produce() while
     concurrent callers of the same request wait for it (single flight). Returns (response, hit).
-    Runs in one transaction of its own: the lock is released when it commits or rolls back."""
+    Runs in one transaction of its own (the lock is released when it commits or rolls back), so
+    the connection must not be inside a transaction already."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("cached_completion needs a connection outside a transaction "
+                           "(the lock would be held until the outer transaction ends)")
     with conn.transaction():
         status, response = conn.execute(
             "SELECT status, response FROM ai_cache_get_or_lock(%s, %s, %s)",

@@ -106,19 +106,20 @@ def cached_completion(
     produce: Callable[[], dict[str, Any]],
     namespace: str = "default",
 ) -> tuple[dict[str, Any], bool]:
-    """Single flight in one transaction: a hit, or this caller produces the response while the
-    other callers of the same request wait; (response, hit)."""
+    """Single flight in one transaction of its own (a new session on the same engine, so the
+    caller's session and its transaction are left alone): a hit, or this caller produces the
+    response while the other callers of the same request wait; (response, hit)."""
     lock = func.ai_cache_get_or_lock(model, literal(request, JSONB), namespace).table_valued(
         "status", "response"
     )
-    with session.begin():
-        status, response = session.execute(select(lock.c.status, lock.c.response)).one()
+    with Session(session.get_bind()) as own, own.begin():
+        status, response = own.execute(select(lock.c.status, lock.c.response)).one()
         if status == "hit":
             return response, True
         if status != "compute":
             raise TimeoutError(f"ai_cache_get_or_lock: {status}")
         response = produce()
-        session.execute(
+        own.execute(
             select(func.ai_cache_put(model, literal(request, JSONB), literal(response, JSONB), None, namespace))
         )
         return response, False

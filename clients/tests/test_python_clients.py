@@ -28,6 +28,8 @@ def test_costs_are_exact_decimals(app):
     usage = {"prompt_tokens": 1000, "completion_tokens": 500, "prompt_tokens_details": {"cached_tokens": 800}}
     assert pg.cost_of_usage(app, "gpt-4o", usage) == Decimal("0.0065")
     assert pg.cost(app, "gpt-4o", 1000, 500, cached_tokens=800) == Decimal("0.0065")
+    with pytest.raises(TypeError):
+        pg.cost(app, "gpt-4o", 1, 1, **{"x => 1); DROP TABLE t; --": 1})
     # A thousand exact sums do not drift (a float would: 0.0075 * 1000 != 7.5 in binary).
     total = sum((pg.cost(app, "gpt-4o-mini", 333, 77) for _ in range(1000)), Decimal(0))
     assert total == pg.cost(app, "gpt-4o-mini", 333, 77) * 1000
@@ -64,7 +66,7 @@ def test_single_flight_produces_once_under_concurrent_callers(app_dsn):
     request = {"messages": [{"role": "user", "content": f"hello {uuid.uuid4()}"}]}
     produced = []
     results = []
-    start = threading.Barrier(4)
+    start = threading.Barrier(4, timeout=30)
 
     def caller():
         with psycopg.connect(app_dsn, autocommit=True) as c:
@@ -84,6 +86,10 @@ def test_single_flight_produces_once_under_concurrent_callers(app_dsn):
     for t in threads:
         t.join()
     assert len(produced) == 1, "the response was produced once"
+    with psycopg.connect(app_dsn) as c:  # not autocommit: inside a transaction after a query
+        c.execute("SELECT 1")
+        with pytest.raises(RuntimeError):
+            pg.cached_completion(c, "gpt-4o", request, lambda: {})
     assert sorted(hit for _, hit in results) == [False, True, True, True]
     assert all(resp["choices"][0]["message"]["content"] == "hi" for resp, _ in results)
 
@@ -125,6 +131,7 @@ def test_orm_single_flight(engine):
     request = {"q": str(uuid.uuid4())}
     calls = []
     with Session(engine) as s:
+        orm.cost(s, "gpt-4o", 1, 1)  # the caller's session is in a transaction already
         first = orm.cached_completion(s, "gpt-4o-mini", request, lambda: calls.append(1) or {"a": 1})
         second = orm.cached_completion(s, "gpt-4o-mini", request, lambda: calls.append(1) or {"a": 2})
     assert first == ({"a": 1}, False) and second == ({"a": 1}, True) and calls == [1]
