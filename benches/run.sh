@@ -270,7 +270,7 @@ SO_MB=$(( $(stat -c %s "$SO") / 1048576 ))
 SO_STAMP=$(so_stamp)
 if ! command -v readelf >/dev/null; then
   BUILD="build type unknown (no readelf)"
-elif readelf -S "$SO" | grep -q '\.debug_info'; then
+elif grep -q '\.debug_info' <<<"$(readelf -S "$SO")"; then
   BUILD="has debug info: probably a DEBUG build, numbers not representative"
 else
   BUILD="no debug info: release build"

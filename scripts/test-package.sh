@@ -44,10 +44,13 @@ $want"
 deb=$(bash scripts/package.sh 15 | grep '\.deb$')
 [ -f "$deb" ] || fail "no .deb built"
 [ "$(basename "$deb")" = "pg-aicost-15_${VERSION}_amd64.deb" ] || fail "unexpected name $deb"
-dpkg-deb -I "$deb" | grep -q 'Depends: postgresql-15' || fail "the .deb does not depend on postgresql-15"
+# Output captured first: `cmd | grep -q` fails under pipefail when grep exits before cmd has
+# written everything (SIGPIPE).
+grep -q 'Depends: postgresql-15' <<<"$(dpkg-deb -I "$deb")" || fail "the .deb does not depend on postgresql-15"
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$ROOT/$deb" >/dev/null
-dpkg -L pg-aicost-15 | grep -qx /usr/lib/postgresql/15/lib/pg_aicost.so || fail "the .deb did not install the library"
-dpkg -L pg-aicost-15 | grep -qx "/usr/share/postgresql/15/extension/pg_aicost--$VERSION.sql" \
+files=$(dpkg -L pg-aicost-15)
+grep -qx /usr/lib/postgresql/15/lib/pg_aicost.so <<<"$files" || fail "the .deb did not install the library"
+grep -qx "/usr/share/postgresql/15/extension/pg_aicost--$VERSION.sql" <<<"$files" \
   || fail "the .deb did not install the install script"
 check_cluster 15 28834
 DEBIAN_FRONTEND=noninteractive apt-get remove -y -q pg-aicost-15 >/dev/null
