@@ -39,12 +39,14 @@ fi
 # cargo test ("test result: ok. N passed; M failed;"), pytest ("N failed, M passed, K errors in ..."
 # as its last line) and node --test with the TAP reporter ("# pass N", "# fail M"). A failing suite
 # stops the run (set -e), so failed counts show only in that suite's own output.
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed;' "$LOG" | awk '{s+=$1} END {print s+0}')
-py_passed=$(grep -E '^(=+ )?([0-9]+ failed, )?[0-9]+ passed.* in [0-9.]+s' "$LOG" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-py_failed=$(grep -E '^(=+ )?[0-9]+ (failed|errors?).* in [0-9.]+s' "$LOG" | grep -Eo '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
-node_passed=$(grep -E '^# pass [0-9]+$' "$LOG" | awk '{s+=$3} END {print s+0}')
-node_failed=$(grep -E '^# fail [0-9]+$' "$LOG" | awk '{s+=$3} END {print s+0}')
+# awk alone (a grep that matches nothing would fail the pipeline under pipefail).
+count() { awk -v re="$1" -v field="$2" '$0 ~ re { for (i = 1; i <= NF; i++) if ($i ~ field) s += $(i - 1) } END { print s + 0 }' "$LOG"; }
+passed=$(count '^test result: [a-zA-Z]+\. [0-9]+ passed' '^passed;?$')
+failed=$(count '^test result: ' '^failed;$')
+py_passed=$(count '^(=+ )?([0-9]+ failed, )?[0-9]+ passed.* in [0-9.]+s' '^passed,?$')
+py_failed=$(count '^(=+ )?[0-9]+ (failed|errors?).* in [0-9.]+s' '^(failed|errors?),?$')
+node_passed=$(awk '/^# pass [0-9]+$/ { s += $3 } END { print s + 0 }' "$LOG")
+node_failed=$(awk '/^# fail [0-9]+$/ { s += $3 } END { print s + 0 }' "$LOG")
 passed=$((passed + py_passed + node_passed))
 failed=$((failed + py_failed + node_failed))
 echo
