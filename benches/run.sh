@@ -37,7 +37,9 @@
 #      checks the invariant (ai_budget_audit() empty, spend summed over all slots of budget_spend =
 #      ledger cost for the shared budget and for each own budget, one ledger row per pgbench
 #      transaction) and reports the targets (b) / (a) >= 0.70 (per-backend) and >= 0.90
-#      (shared-memory) at 32 clients. E and F sample pg_stat_activity wait events at 32 clients.
+#      (shared-memory) at 32 clients. Each mode runs on the throwaway cluster, then again on a
+#      durable one (fsync, full_page_writes, synchronous_commit on; ALTER SYSTEM, reloaded).
+#      E and F sample pg_stat_activity wait events at 32 clients.
 #      Then checks that shared memory keeps databases apart (prices and budget admission).
 #   G. (issue 5, G2) Statistics overhead in shared-memory mode: sum(ai_cost(...)) over the 1,000,000
 #      rows of A and pgbench of SELECT ai_cost('gpt-4o', 1000, 500) at 8 clients, aicost.track = on
@@ -694,7 +696,7 @@ section_E() {
 # F. (G3) Budgets: ledger inserts without a budget, on one shared budget, on one budget per client,
 #    in per-backend and in shared-memory mode
 # ---------------------------------------------------------------------------------------------
-declare -gA F_TPS F_LAT F_XACTS F_INV F_SLOTS
+declare -gA F_TPS F_LAT F_XACTS F_INV F_SLOTS F_DTPS
 # run_budgets MODE DATABASE: the pgbench runs and the invariant checks of one mode.
 run_budgets() {
   local m=$1 db=$2 c j v audit sp_spent sp_ledger sp_eq own_bad n_a n_b n_c slots
@@ -713,6 +715,18 @@ run_budgets() {
       F_XACTS[$m,$v]=$(( ${F_XACTS[$m,$v]} + XACTS ))
     done
   done
+  # The same on a durable cluster: fsync, full_page_writes and synchronous_commit on.
+  durable on
+  for c in 1 8 32; do
+    j=$(( c < 2 ? c : 2 ))
+    for v in nobudget shared own; do
+      log "F. ($(mode_name "$m"), durable) pgbench usage insert, $v, $c client(s), $j thread(s), ${F_SECONDS} s"
+      pgbench_db "$db" "pgbench_usage_$v.sql" "$c" "$j" "$F_SECONDS"
+      F_DTPS[$m,$v,$c]=$TPS
+      F_XACTS[$m,$v]=$(( ${F_XACTS[$m,$v]} + XACTS ))
+    done
+  done
+  durable off
 
   # The invariant: recorded spend (summed over all slots of budget_spend: one row per budget period
   # in per-backend mode, one per backend number in shared-memory mode) equals the ledger, and every
@@ -793,6 +807,17 @@ section_F_report() {
   for m in backend shared; do
     for c in 1 8 32; do
       a=${F_TPS[$m,nobudget,$c]} b=${F_TPS[$m,shared,$c]} o=${F_TPS[$m,own,$c]}
+      out "| $(mode_name "$m") | $c | $(calc %.0f "$a") | $(calc %.0f "$b") | $(calc %.0f "$o") | $(calc %.2f "$b / $a") | $(calc %.2f "$o / $a") |"
+    done
+  done
+  out ""
+  out "Durable cluster (fsync, full_page_writes and synchronous_commit on: ALTER SYSTEM and a reload), the same runs right after:"
+  out ""
+  out "| mode | clients | (a) no budget tps | (b) one shared budget tps | (c) own budget per client tps | (b) / (a) | (c) / (a) |"
+  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for m in backend shared; do
+    for c in 1 8 32; do
+      a=${F_DTPS[$m,nobudget,$c]} b=${F_DTPS[$m,shared,$c]} o=${F_DTPS[$m,own,$c]}
       out "| $(mode_name "$m") | $c | $(calc %.0f "$a") | $(calc %.0f "$b") | $(calc %.0f "$o") | $(calc %.2f "$b / $a") | $(calc %.2f "$o / $a") |"
     done
   done
