@@ -38,7 +38,9 @@
 
 use crate::shmem::{self, SpinLock, database};
 use aicost_core::Decimal;
-use aicost_core::shtable::{Entry, MUL, Slot, Table, TableHeader, fmix64, hash_bytes, n_slots};
+use aicost_core::shtable::{
+    Entry, MUL, NameKey, Slot, Table, TableHeader, fmix64, hash_bytes, n_slots,
+};
 use pgrx::AnyNumeric;
 use pgrx::prelude::*;
 use std::cell::UnsafeCell;
@@ -518,51 +520,23 @@ impl CostSnapshot {
 // ---------------------------------------------------------------------------------------------
 // Entries of the two tables (the table itself: `aicost_core::shtable`)
 
-/// Bytes of a model name kept in its entry; longer names keep a prefix, their length and the hash
-/// of the whole name, so distinct long names merge only on a 64-bit hash collision.
+/// Bytes of a model name kept in its entry (see [`NameKey`]).
 const KEY_MAX: usize = 128;
 
 #[repr(C, align(64))]
 struct ModelEntry {
     c: CostCounters,
-    /// Length of the whole name.
-    name_len: UnsafeCell<u64>,
-    /// Bytes of `key` used: the name, or its longest prefix of at most KEY_MAX bytes that ends
-    /// on a character boundary.
-    key_len: UnsafeCell<u32>,
-    key: UnsafeCell<[u8; KEY_MAX]>,
+    key: UnsafeCell<NameKey<KEY_MAX>>,
 }
 
 // SAFETY: the key cells are written by one claimer before publication, then only read.
 unsafe impl Sync for ModelEntry {}
 
-fn prefix_len(name: &str) -> usize {
-    if name.len() <= KEY_MAX {
-        name.len()
-    } else {
-        (0..=KEY_MAX)
-            .rev()
-            .find(|&i| name.is_char_boundary(i))
-            .unwrap_or(0)
-    }
-}
-
 impl ModelEntry {
     /// The model name (a truncated one ends with `…`).
     fn name(&self) -> String {
         // SAFETY: only called on published entries: the key is frozen.
-        let (full, len, key) = unsafe {
-            (
-                *self.name_len.get(),
-                *self.key_len.get() as usize,
-                &*self.key.get(),
-            )
-        };
-        let mut s = String::from_utf8_lossy(&key[..len.min(KEY_MAX)]).into_owned();
-        if full > len as u64 {
-            s.push('…');
-        }
-        s
+        unsafe { &*self.key.get() }.name()
     }
 }
 
@@ -572,24 +546,12 @@ impl Entry for ModelEntry {
     #[inline]
     fn matches(&self, name: &str) -> bool {
         // SAFETY: only called on published entries: the key is frozen.
-        let (full, len, key) = unsafe {
-            (
-                *self.name_len.get(),
-                *self.key_len.get() as usize,
-                &*self.key.get(),
-            )
-        };
-        full == name.len() as u64 && name.as_bytes().get(..len) == key.get(..len)
+        unsafe { &*self.key.get() }.matches(name)
     }
 
     unsafe fn set_key(&self, name: &str) {
-        let len = prefix_len(name);
         // SAFETY: the caller claimed this entry; nobody else reads or writes it yet.
-        unsafe {
-            (&mut *self.key.get())[..len].copy_from_slice(&name.as_bytes()[..len]);
-            *self.key_len.get() = len as u32;
-            *self.name_len.get() = name.len() as u64;
-        }
+        unsafe { &mut *self.key.get() }.set(name)
     }
 }
 

@@ -104,6 +104,50 @@ pub trait Entry {
     unsafe fn set_key(&self, key: &Self::Key);
 }
 
+/// A name kept as a table key in at most `N` bytes: the name, or its longest prefix of at most `N`
+/// bytes that ends on a character boundary, with the whole name's length. Two long names with the
+/// same length and prefix match only on a 64-bit hash collision too (the table compares hashes
+/// first). All zero is the empty name.
+#[repr(C)]
+pub struct NameKey<const N: usize> {
+    len: u64,
+    key_len: u32,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> NameKey<N> {
+    /// Bytes of `name` kept: all of it, or its longest prefix of at most `N` bytes that ends on a
+    /// character boundary.
+    fn kept(name: &str) -> usize {
+        (0..=name.len().min(N))
+            .rev()
+            .find(|&i| name.is_char_boundary(i))
+            .unwrap_or(0)
+    }
+
+    pub fn set(&mut self, name: &str) {
+        let n = Self::kept(name);
+        self.bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self.key_len = n as u32;
+        self.len = name.len() as u64;
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let n = self.key_len as usize;
+        self.len == name.len() as u64 && name.as_bytes().get(..n) == self.bytes.get(..n)
+    }
+
+    /// The name; one cut to fit ends with `…`.
+    pub fn name(&self) -> String {
+        let n = (self.key_len as usize).min(N);
+        let mut s = String::from_utf8_lossy(&self.bytes[..n]).into_owned();
+        if self.len > n as u64 {
+            s.push('…');
+        }
+        s
+    }
+}
+
 pub struct Table<'a, E> {
     hdr: &'a TableHeader,
     slots: &'a [Slot],
@@ -348,6 +392,25 @@ mod tests {
         // Same hash, other key: probing goes on past it and stops at an empty slot.
         assert!(t.get(&15, 7).is_none());
         assert_eq!(t.entries().count(), 1);
+    }
+
+    #[test]
+    fn name_keys_keep_a_prefix_on_a_character_boundary() {
+        let mut k = NameKey::<4> {
+            len: 0,
+            key_len: 0,
+            bytes: [0; 4],
+        };
+        assert_eq!(k.name(), "");
+        k.set("abc");
+        assert!(k.matches("abc") && !k.matches("abcd") && !k.matches("ab"));
+        assert_eq!(k.name(), "abc");
+        // "aéé" is 5 bytes: 4 would cut the second é, so 3 are kept.
+        k.set("aéé");
+        assert_eq!((k.key_len, k.len), (3, 5));
+        // Same length and kept prefix: only the hash the table compares first tells them apart.
+        assert!(k.matches("aéé") && k.matches("aéxx") && !k.matches("aé"));
+        assert_eq!(k.name(), "aé…");
     }
 
     #[test]
