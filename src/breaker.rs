@@ -23,7 +23,7 @@ use crate::error::{ErrorExt, raise_full};
 use crate::pricing::{catalog_for, resolve};
 use crate::shmem::{self, SpinLock, database};
 use aicost_core::breaker::{Breaker, Config, Decision, ERROR_CLASSES, Outcome, State, outcome};
-use aicost_core::shtable::{Entry, Slot, Table, TableHeader, hash_bytes, n_slots};
+use aicost_core::shtable::{Entry, NameKey, Slot, Table, TableHeader, hash_bytes, n_slots};
 use aicost_core::{ServiceTier, TokenCounts, compute};
 use pgrx::PgSqlErrorCode::*;
 use pgrx::prelude::*;
@@ -200,17 +200,14 @@ fn config(kind: Kind, name: &str) -> Config {
 // ---------------------------------------------------------------------------------------------
 // Shared memory
 
-/// Bytes of a name kept in its entry; a longer name keeps a prefix, its length and the hash of the
-/// whole name (two long names meet only on a 64-bit hash collision with the same prefix).
+/// Bytes of a name kept in its entry (see [`NameKey`]).
 const KEY_MAX: usize = 192;
 
 #[repr(C)]
 struct Key {
     database: u32,
     kind: u32,
-    name_len: u32,
-    key_len: u32,
-    key: [u8; KEY_MAX],
+    name: NameKey<KEY_MAX>,
 }
 
 #[repr(C, align(64))]
@@ -235,13 +232,6 @@ fn lookup_key(db: u32, kind: Kind, name: &str) -> Vec<u8> {
     k
 }
 
-fn prefix_len(name: &str) -> usize {
-    (0..=name.len().min(KEY_MAX))
-        .rev()
-        .find(|&i| name.is_char_boundary(i))
-        .unwrap_or(0)
-}
-
 /// (database, kind, name) of a lookup key.
 fn split_key(k: &[u8]) -> (u32, u32, &str) {
     let db = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
@@ -258,16 +248,12 @@ impl BreakerEntry {
     fn key(&self) -> (u32, Kind, String) {
         // SAFETY: only called on published entries: the key is frozen.
         let key = unsafe { &*self.key.get() };
-        let mut name = String::from_utf8_lossy(&key.key[..key.key_len as usize]).into_owned();
-        if key.name_len > key.key_len {
-            name.push('…');
-        }
         let kind = if key.kind == Kind::Model as u32 {
             Kind::Model
         } else {
             Kind::Provider
         };
-        (key.database, kind, name)
+        (key.database, kind, key.name.name())
     }
 }
 
@@ -278,23 +264,16 @@ impl Entry for BreakerEntry {
         let (db, kind, name) = split_key(k);
         // SAFETY: only called on published entries: the key is frozen.
         let key = unsafe { &*self.key.get() };
-        let n = key.key_len as usize;
-        key.database == db
-            && key.kind == kind
-            && key.name_len as usize == name.len()
-            && name.as_bytes().get(..n) == key.key.get(..n)
+        key.database == db && key.kind == kind && key.name.matches(name)
     }
 
     unsafe fn set_key(&self, k: &[u8]) {
         let (db, kind, name) = split_key(k);
-        let n = prefix_len(name);
         // SAFETY: the caller claimed this entry; nobody else reads or writes it yet.
         let key = unsafe { &mut *self.key.get() };
         key.database = db;
         key.kind = kind;
-        key.name_len = u32::try_from(name.len()).unwrap_or(u32::MAX);
-        key.key_len = n as u32;
-        key.key[..n].copy_from_slice(&name.as_bytes()[..n]);
+        key.name.set(name);
     }
 }
 
