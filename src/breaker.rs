@@ -83,7 +83,8 @@ fn now() -> i64 {
 type Overrides = [Option<i64>; 8];
 
 struct Settings {
-    rows: FxHashMap<(Kind, String), Overrides>,
+    /// Per kind (`Kind as usize`), by name: looked up with a &str on every call.
+    rows: [FxHashMap<String, Overrides>; 2],
 }
 
 thread_local! {
@@ -131,7 +132,7 @@ fn settings() -> Rc<Settings> {
     SETTINGS.with(|c| *c.borrow_mut() = None);
     FLAGS.valid.set(true);
     FLAGS.relid.set(crate::security::relid(c"breaker_config"));
-    let mut rows = FxHashMap::default();
+    let mut rows: [FxHashMap<String, Overrides>; 2] = Default::default();
     crate::security::as_owner(|| {
         Spi::connect(|c| {
             let us = |col: &str| format!("(extract(epoch FROM {col}) * 1000000)::int8");
@@ -154,7 +155,7 @@ fn settings() -> Rc<Settings> {
                 for (i, v) in o.iter_mut().enumerate() {
                     *v = row.get::<i64>(i + 3).ok().flatten();
                 }
-                rows.insert((Kind::parse(&kind), name), o);
+                rows[Kind::parse(&kind) as usize].insert(name, o);
             }
         })
     });
@@ -168,7 +169,7 @@ fn config(kind: Kind, name: &str) -> Config {
     let s = settings();
     let mut c = kind.defaults();
     for key in ["*", name] {
-        let Some(o) = s.rows.get(&(kind, key.to_string())) else {
+        let Some(o) = s.rows[kind as usize].get(key) else {
             continue;
         };
         let u32_of = |v: Option<i64>, d: u32| v.map_or(d, |v| u32::try_from(v).unwrap_or(u32::MAX));
@@ -635,7 +636,12 @@ fn combine(has_provider: bool, mut step: impl FnMut(Step) -> Decision) -> Decisi
 fn allow(model: &str, provider: &str) -> Decision {
     let t = now();
     let has_provider = !provider.is_empty();
-    let pcfg = config(Kind::Provider, provider);
+    // Without a provider there is no provider step (see `combine`).
+    let pcfg = if has_provider {
+        config(Kind::Provider, provider)
+    } else {
+        Config::for_provider()
+    };
     let mcfg = config(Kind::Model, model);
     let ask = |b: &mut Breaker, step: &Step| match step {
         Step::Provider => b.allow(t, &pcfg),
