@@ -697,6 +697,25 @@ section_E() {
 #    in per-backend and in shared-memory mode
 # ---------------------------------------------------------------------------------------------
 declare -gA F_TPS F_LAT F_XACTS F_INV F_SLOTS F_DTPS
+# budget_grid MODE DATABASE CLUSTER TPS: the pgbench runs of one mode on the throwaway or durable
+# cluster; tps into the array named TPS. The throwaway runs also keep latencies and sample waits.
+budget_grid() {
+  local m=$1 db=$2 d=$3 c j v
+  local -n tps=$4
+  for c in 1 8 32; do
+    j=$(( c < 2 ? c : 2 ))
+    for v in nobudget shared own; do
+      log "F. ($(mode_name "$m"), $d) pgbench usage insert, $v, $c client(s), $j thread(s), ${F_SECONDS} s"
+      if [ "$c" = 32 ] && [ "$d" = throwaway ]; then start_sampler "$db" "$TMP/waits-$m-$v.txt"; fi
+      pgbench_db "$db" "pgbench_usage_$v.sql" "$c" "$j" "$F_SECONDS"
+      stop_sampler
+      tps[$m,$v,$c]=$TPS
+      if [ "$d" = throwaway ]; then F_LAT[$m,$v,$c]=$LAT; fi
+      F_XACTS[$m,$v]=$(( ${F_XACTS[$m,$v]} + XACTS ))
+    done
+  done
+}
+
 # run_budgets MODE DATABASE: the pgbench runs and the invariant checks of one mode.
 run_budgets() {
   local m=$1 db=$2 c j v audit sp_spent sp_ledger sp_eq own_bad n_a n_b n_c slots
@@ -704,28 +723,10 @@ run_budgets() {
   psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
   psql_ -d "$db" -f benches/ledger_setup.sql || die "fixture (benches/ledger_setup.sql) failed"
   for v in nobudget shared own; do F_XACTS[$m,$v]=0; done
-  for c in 1 8 32; do
-    j=$(( c < 2 ? c : 2 ))
-    for v in nobudget shared own; do
-      log "F. ($(mode_name "$m")) pgbench usage insert, $v, $c client(s), $j thread(s), ${F_SECONDS} s"
-      if [ "$c" = 32 ]; then start_sampler "$db" "$TMP/waits-$m-$v.txt"; fi
-      pgbench_db "$db" "pgbench_usage_$v.sql" "$c" "$j" "$F_SECONDS"
-      stop_sampler
-      F_TPS[$m,$v,$c]=$TPS F_LAT[$m,$v,$c]=$LAT
-      F_XACTS[$m,$v]=$(( ${F_XACTS[$m,$v]} + XACTS ))
-    done
-  done
+  budget_grid "$m" "$db" throwaway F_TPS
   # The same on a durable cluster: fsync, full_page_writes and synchronous_commit on.
   durable on
-  for c in 1 8 32; do
-    j=$(( c < 2 ? c : 2 ))
-    for v in nobudget shared own; do
-      log "F. ($(mode_name "$m"), durable) pgbench usage insert, $v, $c client(s), $j thread(s), ${F_SECONDS} s"
-      pgbench_db "$db" "pgbench_usage_$v.sql" "$c" "$j" "$F_SECONDS"
-      F_DTPS[$m,$v,$c]=$TPS
-      F_XACTS[$m,$v]=$(( ${F_XACTS[$m,$v]} + XACTS ))
-    done
-  done
+  budget_grid "$m" "$db" durable F_DTPS
   durable off
 
   # The invariant: recorded spend (summed over all slots of budget_spend: one row per budget period
@@ -795,6 +796,20 @@ cross_database_check() {
   fi
 }
 
+# budget_table TPS: the tps of (a), (b) and (c) per mode and client count, from the array named TPS.
+budget_table() {
+  local -n tps=$1
+  local m c a b o
+  out "| mode | clients | (a) no budget tps | (b) one shared budget tps | (c) own budget per client tps | (b) / (a) | (c) / (a) |"
+  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for m in backend shared; do
+    for c in 1 8 32; do
+      a=${tps[$m,nobudget,$c]} b=${tps[$m,shared,$c]} o=${tps[$m,own,$c]}
+      out "| $(mode_name "$m") | $c | $(calc %.0f "$a") | $(calc %.0f "$b") | $(calc %.0f "$o") | $(calc %.2f "$b / $a") | $(calc %.2f "$o / $a") |"
+    done
+  done
+}
+
 section_F_report() {
   local m c a b o ratio target
   SEC=F
@@ -802,25 +817,11 @@ section_F_report() {
   out ""
   out "\`INSERT INTO aicost.usage (user_id, model, in_tokens, out_tokens) VALUES (<user>, 'gpt-4o', 1000 + :i, 500)\`, priced and charged by the BEFORE INSERT trigger, in a fresh database per mode; budgets of 1e9 USD a month (never reached). (a) user 'nobody' has no budget; (b) every client charges the one budget of user 'shared'; (c) client n charges its own budget, user 'u<n>'. Per-backend mode: each charge updates the budget period's one budget_spend row under its row lock. Shared-memory mode: admission in shared memory, each backend adds to its own budget_spend row (slot)."
   out ""
-  out "| mode | clients | (a) no budget tps | (b) one shared budget tps | (c) own budget per client tps | (b) / (a) | (c) / (a) |"
-  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-  for m in backend shared; do
-    for c in 1 8 32; do
-      a=${F_TPS[$m,nobudget,$c]} b=${F_TPS[$m,shared,$c]} o=${F_TPS[$m,own,$c]}
-      out "| $(mode_name "$m") | $c | $(calc %.0f "$a") | $(calc %.0f "$b") | $(calc %.0f "$o") | $(calc %.2f "$b / $a") | $(calc %.2f "$o / $a") |"
-    done
-  done
+  budget_table F_TPS
   out ""
   out "Durable cluster (fsync, full_page_writes and synchronous_commit on: ALTER SYSTEM and a reload), the same runs right after:"
   out ""
-  out "| mode | clients | (a) no budget tps | (b) one shared budget tps | (c) own budget per client tps | (b) / (a) | (c) / (a) |"
-  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-  for m in backend shared; do
-    for c in 1 8 32; do
-      a=${F_DTPS[$m,nobudget,$c]} b=${F_DTPS[$m,shared,$c]} o=${F_DTPS[$m,own,$c]}
-      out "| $(mode_name "$m") | $c | $(calc %.0f "$a") | $(calc %.0f "$b") | $(calc %.0f "$o") | $(calc %.2f "$b / $a") | $(calc %.2f "$o / $a") |"
-    done
-  done
+  budget_table F_DTPS
   out ""
   out "| shared-memory / per-backend tps | 1 client | 8 clients | 32 clients |"
   out "| --- | ---: | ---: | ---: |"
